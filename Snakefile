@@ -1,0 +1,18 @@
+# netquant: Towards the Limit of Network Quantization (Choi, El-Khamy, Lee, ICLR 2017), end to end.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

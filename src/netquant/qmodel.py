@@ -1,0 +1,86 @@
+"""The quantized-model representation shared by ``quantize``, ``finetune`` and ``container``.
+
+A quantized network is a list of codebooks (32-bit shared values) and, for each quantized tensor, one
+integer label per element that indexes its codebook. Pruned elements (exactly zero, excluded from
+quantization) carry the label ``PRUNED``. Every other state_dict entry (unquantized parameters, BatchNorm
+running statistics, ...) is kept as-is in ``passthrough``.
+
+With all layers quantized together (the paper) there is one codebook and every tensor points at it;
+layer-by-layer quantization (Deep Compression) has one codebook per tensor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+PRUNED = -1
+
+
+@dataclass
+class QuantizedTensor:
+    shape: tuple[int, ...]
+    codebook: int  # index into QuantizedModel.codebooks
+    labels: np.ndarray  # int32, flat (row-major), prod(shape) entries; PRUNED where pruned
+
+    def __post_init__(self) -> None:
+        self.shape = tuple(int(s) for s in self.shape)
+        self.labels = np.ascontiguousarray(self.labels, dtype=np.int32).reshape(-1)
+        if self.labels.size != int(np.prod(self.shape, dtype=np.int64)):
+            raise ValueError(f"labels have {self.labels.size} entries, shape {self.shape} needs {int(np.prod(self.shape))}")
+
+    @property
+    def mask(self) -> np.ndarray:
+        """Boolean [prod(shape)]: True where the element is kept (not pruned)."""
+        return self.labels != PRUNED
+
+
+@dataclass
+class QuantizedModel:
+    codebooks: list[np.ndarray]  # float32 1-D arrays
+    tensors: dict[str, QuantizedTensor]  # quantized entries by state_dict name
+    passthrough: dict[str, np.ndarray]  # all other state_dict entries, stored as-is
+    order: list[str]  # state_dict key order
+    param_names: list[str] = field(default_factory=list)  # which keys are nn.Parameters (the paper's N)
+
+    def __post_init__(self) -> None:
+        self.codebooks = [np.ascontiguousarray(c, dtype=np.float32).reshape(-1) for c in self.codebooks]
+        missing = set(self.order) ^ (set(self.tensors) | set(self.passthrough))
+        if missing:
+            raise ValueError(f"order and entries disagree on: {sorted(missing)}")
+        for name, t in self.tensors.items():
+            if not 0 <= t.codebook < len(self.codebooks):
+                raise ValueError(f"{name}: codebook index {t.codebook} out of range")
+            k = len(self.codebooks[t.codebook])
+            if t.labels.size and (t.labels.max() >= k or t.labels.min() < PRUNED):
+                raise ValueError(f"{name}: labels outside [{PRUNED}, {k})")
+
+    def values(self, name: str) -> np.ndarray:
+        """Decoded float32 values of a quantized tensor (pruned elements are exactly 0)."""
+        t = self.tensors[name]
+        book = np.append(self.codebooks[t.codebook], np.float32(0.0))  # label -1 reads the trailing 0
+        return book[t.labels].reshape(t.shape)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The decoded network as a PyTorch state_dict, in the original key order."""
+        out = {}
+        for name in self.order:
+            arr = self.values(name) if name in self.tensors else self.passthrough[name]
+            out[name] = torch.from_numpy(np.array(arr, copy=True))
+        return out
+
+    @property
+    def n_params(self) -> int:
+        """N of the paper: number of parameters of the network (quantized or not, pruned or not)."""
+        total = 0
+        for name in self.param_names:
+            arr = self.tensors[name].labels if name in self.tensors else self.passthrough[name]
+            total += int(arr.size)
+        return total
+
+    @property
+    def n_quantized(self) -> int:
+        """Number of quantized (unpruned) elements: the paper's sum of |C_i|."""
+        return int(sum(int(t.mask.sum()) for t in self.tensors.values()))

@@ -1,0 +1,51 @@
+rule train:
+    input:
+        data=prepared_data,
+    output:
+        model="results/{net}/baseline/model.pt",
+        metrics="results/{net}/baseline/metrics.json",
+        epochs="results/{net}/baseline/epochs.csv",
+    params:
+        net=net_config,
+        imagenet_root=imagenet_root(),
+        seed=SEED,
+        device=DEVICE,
+    log:
+        "logs/train/{net}.log",
+    benchmark:
+        "logs/benchmarks/train/{net}.tsv"
+    threads: THREADS
+    resources:
+        mem_mb=8000,
+        runtime=240,
+    conda:
+        "../envs/netquant.yaml"
+    script:
+        "../scripts/train.py"
+
+
+rule prune:
+    input:
+        data=prepared_data,
+        baseline="results/{net}/baseline/model.pt",
+    output:
+        model="results/{net}/pruned/model.pt",
+        metrics="results/{net}/pruned/metrics.json",
+        epochs="results/{net}/pruned/epochs.csv",
+    params:
+        net=net_config,
+        imagenet_root=imagenet_root(),
+        seed=SEED,
+        device=DEVICE,
+    log:
+        "logs/prune/{net}.log",
+    benchmark:
+        "logs/benchmarks/prune/{net}.tsv"
+    threads: THREADS
+    resources:
+        mem_mb=8000,
+        runtime=240,
+    conda:
+        "../envs/netquant.yaml"
+    script:
+        "../scripts/prune.py"
