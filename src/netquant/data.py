@@ -360,7 +360,24 @@ class FolderSource:
 def open_source(dataset: str, *, prepared: str | os.PathLike | None = None, imagenet_root: str | None = None,
                 augment: str = "none", workers: int = 0, image_size: int = 224, resize: int = 256):
     """The data source of a network: a prepared tensor file, or an ImageNet folder."""
-    if dataset == "imagenet":
+    if dataset in ("imagenet", "synthetic-imagenet"):
         return FolderSource(imagenet_root, workers=workers, image_size=image_size, resize=resize)
     splits = load_prepared(prepared)
     return TensorSource(splits["train"], splits["test"], augment=augment)
+
+
+def make_synthetic_imagenet(root: str | os.PathLike, *, classes: int = 4, train_per_class: int = 8,
+                            val_per_class: int = 4, size: int = 80, seed: int = 0) -> None:
+    """Write a tiny ImageNet-layout folder (``train/<class>/*.png``, ``val/<class>/*.png``) of noisy class
+    patterns, to drive the AlexNet rules end to end without ImageNet."""
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(seed)
+    templates = torch.rand((classes, size, size, 3), generator=g) * 255
+    for split, per_class in (("train", train_per_class), ("val", val_per_class)):
+        for c in range(classes):
+            folder = Path(root) / split / f"n{c:08d}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                pixels = (templates[c] * 0.6 + torch.rand((size, size, 3), generator=g) * 100).clamp(0, 255)
+                Image.fromarray(pixels.to(torch.uint8).numpy()).save(folder / f"{split}_{c}_{i}.png")

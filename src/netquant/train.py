@@ -164,7 +164,7 @@ def evaluate(model: nn.Module, batches: Batches, *, device: str = "cpu", topk: t
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         out = model(x)
         loss_sum += F.cross_entropy(out, y, reduction="sum").item()
-        ranked = out.topk(max(topk), dim=1).indices
+        ranked = out.topk(min(max(topk), out.shape[1]), dim=1).indices
         for k in topk:
             hits[k] += (ranked[:, :k] == y[:, None]).any(1).sum().item()
         n += len(y)

@@ -3,8 +3,7 @@ rule prepare_data:
         "resources/data/{dataset}.pt",
     params:
         data_root=config["data_root"],
-        download=config["download"],
-        synthetic=config["synthetic"],
+        synthetic=lambda wildcards: config["synthetic"] if wildcards.dataset.startswith("synthetic") else None,
         seed=SEED,
     log:
         "logs/prepare_data/{dataset}.log",
@@ -18,3 +17,20 @@ rule prepare_data:
         "../envs/netquant.yaml"
     script:
         "../scripts/prepare_data.py"
+
+
+rule synthetic_imagenet:
+    output:
+        directory(SYNTHETIC_IMAGENET),
+    params:
+        seed=SEED,
+    log:
+        "logs/prepare_data/synthetic-imagenet.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        "../envs/netquant.yaml"
+    script:
+        "../scripts/synthetic_imagenet.py"

@@ -7,7 +7,8 @@ rule train:
         epochs="results/{net}/baseline/epochs.csv",
     params:
         net=net_config,
-        imagenet_root=imagenet_root(),
+        imagenet_root=imagenet_root,
+        data=tensor_data,
         seed=SEED,
         device=DEVICE,
     log:
@@ -34,7 +35,8 @@ rule prune:
         epochs="results/{net}/pruned/epochs.csv",
     params:
         net=net_config,
-        imagenet_root=imagenet_root(),
+        imagenet_root=imagenet_root,
+        data=tensor_data,
         seed=SEED,
         device=DEVICE,
     log:

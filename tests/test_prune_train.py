@@ -1,0 +1,99 @@
+import torch
+from hypothesis import given, settings, strategies as st
+
+from netquant import data, models, prune, train
+from netquant.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+
+
+@given(st.floats(0.0, 0.99), st.integers(1, 6))
+def test_schedule_is_increasing_and_ends_at_target(target, steps):
+    s = prune.sparsity_schedule(target, steps)
+    assert len(s) == steps and abs(s[-1] - target) < 1e-12
+    assert all(a <= b + 1e-12 for a, b in zip(s, s[1:]))
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.floats(0.0, 0.95), st.sampled_from(["global", "layer"]))
+def test_magnitude_masks_prune_exactly_and_keep_the_largest(seed, sparsity, scope):
+    g = torch.Generator().manual_seed(seed)
+    tensors = {"a": torch.randn(7, 5, generator=g), "b": torch.randn(40, generator=g) * 3}
+    masks = prune.magnitude_masks(tensors, sparsity, scope=scope)
+    if scope == "global":
+        total = sum(t.numel() for t in tensors.values())
+        assert sum(int((~m).sum()) for m in masks.values()) == round(sparsity * total)
+        kept = torch.cat([t[m].abs() for t, m in zip(tensors.values(), masks.values())])
+        dropped = torch.cat([t[~m].abs() for t, m in zip(tensors.values(), masks.values())])
+        if kept.numel() and dropped.numel():
+            assert kept.min() >= dropped.max()
+    else:
+        for name, t in tensors.items():
+            assert int((~masks[name]).sum()) == round(sparsity * t.numel())
+
+
+def test_prunable_names_are_conv_and_fc_weights():
+    assert prune.prunable_names(models.build("lenet5")) == ["conv1.weight", "conv2.weight", "fc1.weight", "fc2.weight"]
+
+
+def _tiny_data(n=256):
+    return data.synthetic("mnist", n, 64, seed=1)
+
+
+def test_masks_survive_retraining_and_loss_decreases():
+    splits = _tiny_data()
+    torch.manual_seed(0)
+    model = models.build("lenet5")
+    params = dict(model.named_parameters())
+    masks = prune.magnitude_masks({n: params[n] for n in prune.prunable_names(model)}, 0.9)
+    recipe = train.Recipe(lr=0.01, batch_size=32, iterations=24, weight_decay=5e-4, lr_policy="inv", gamma=1e-4)
+    g = torch.Generator().manual_seed(0)
+    history = train.train(model, lambda e: data.batches(splits["train"], 32, shuffle=True, generator=g), 256, recipe,
+                          masks=masks)
+    for name, mask in masks.items():
+        assert torch.all(params[name][~mask] == 0), name
+        assert torch.count_nonzero(params[name][mask]) > 0.9 * mask.sum()
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+
+
+def test_training_is_deterministic():
+    splits = _tiny_data(128)
+    states = []
+    for _ in range(2):
+        torch.manual_seed(3)
+        model = models.build("lenet5")
+        g = torch.Generator().manual_seed(3)
+        recipe = train.Recipe(lr=0.01, batch_size=32, iterations=5, augment="shift")
+        train.train(model, lambda e: data.batches(splits["train"], 32, shuffle=True, generator=g, augment="shift"),
+                    128, recipe)
+        states.append(model.state_dict())
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
+def test_recipe_rejects_two_lengths_and_unknown_keys():
+    import pytest
+
+    with pytest.raises(ValueError, match="exactly one"):
+        train.Recipe(lr=0.1, batch_size=8, iterations=3, epochs=1)
+    with pytest.raises(ValueError, match="momentun"):
+        train.Recipe.from_config({"lr": 0.1, "batch_size": 8, "iterations": 3, "momentun": 0.9})
+
+
+def test_lr_policies():
+    inv = train.Recipe(lr=0.01, batch_size=1, iterations=10, lr_policy="inv", gamma=1e-4, power=0.75)
+    assert abs(inv.lr_factor(10000, 10000) - (1 + 1.0) ** -0.75) < 1e-12
+    step = train.Recipe(lr=0.1, batch_size=1, iterations=100, lr_policy="multistep", milestones=[0.5, 0.75])
+    assert [step.lr_factor(i, 100) for i in (0, 49, 50, 75)] == [1.0, 1.0, 0.1, 0.1 ** 2]
+
+
+def test_checkpoint_round_trip_and_foreign_file(tmp_path):
+    import pytest
+
+    model = models.build("lenet5")
+    masks = {"fc1.weight": torch.rand(500, 800) > 0.5}
+    save_checkpoint(tmp_path / "m.pt", Checkpoint("lenet5", model.state_dict(), masks, {"accuracy": 1.0}))
+    ck = load_checkpoint(tmp_path / "m.pt")
+    assert ck.arch == "lenet5" and torch.equal(ck.masks["fc1.weight"], masks["fc1.weight"])
+    assert all(torch.equal(ck.state_dict[k], v) for k, v in model.state_dict().items())
+    torch.save({"x": 1}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="not a netquant checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
+    assert not list(tmp_path.glob("*.tmp"))

@@ -1,0 +1,109 @@
+"""The workflow end to end on the smoke config, its dry runs, and the config schema."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from netquant.io import read_json
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = ["config", "paper", "smoke"]
+
+
+def snakemake(*args, cwd=REPO, check=True, timeout=900):
+    cmd = [sys.executable, "-m", "snakemake", *args]
+    run = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    if check and run.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{run.stdout[-3000:]}\n{run.stderr[-5000:]}")
+    return run
+
+
+def copy_workflow(dest: Path) -> Path:
+    for item in ("Snakefile", "config", "workflow", "profiles"):
+        src = REPO / item
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, dest / item)
+    return dest
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_dry_run_builds_the_dag(name, tmp_path):
+    run = snakemake("-n", "--quiet", "rules", "--configfile", f"config/{name}.yaml", cwd=copy_workflow(tmp_path))
+    assert "prune" in run.stdout
+
+
+def test_lint_is_clean(tmp_path):
+    run = snakemake("--lint", "--configfile", "config/smoke.yaml", cwd=copy_workflow(tmp_path), check=False)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def _validate(cfg):
+    from snakemake.utils import validate
+
+    validate(cfg, str(REPO / "workflow/schemas/config.schema.yaml"))
+
+
+def _config(name="config"):
+    return yaml.safe_load((REPO / f"config/{name}.yaml").read_text())
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_shipped_configs_are_valid(name):
+    _validate(_config(name))
+
+
+@pytest.mark.parametrize("path, value, key", [
+    (("lenet5", "train", "lr"), "fast", "lr"),
+    (("lenet5", "train", "optimizer"), "rmsprop", "optimizer"),
+    (("resnet32", "train", "epochs"), -3, "epochs"),
+    (("lenet5", "prune", "sparsity"), 1.5, "sparsity"),
+    (("threads",), 0, "threads"),
+    (("lenet5", "train", "momentun"), 0.9, "momentun"),
+])
+def test_schema_rejects_bad_values_naming_the_key(path, value, key):
+    from snakemake.exceptions import WorkflowError
+
+    cfg = _config()
+    node = cfg
+    for k in path[:-1]:
+        node = node[k]
+    node[path[-1]] = value
+    with pytest.raises(WorkflowError) as err:
+        _validate(cfg)
+    assert key in str(err.value)
+
+
+def test_every_config_key_is_documented():
+    doc = (REPO / "config/README.md").read_text()
+
+    def keys(node, prefix=""):
+        for k, v in node.items():
+            yield prefix + k
+            if isinstance(v, dict):
+                yield from keys(v, prefix + k + ".")
+
+    missing = []
+    for name in CONFIGS:
+        for key in keys(_config(name)):
+            leaf = key.split(".")[-1]
+            if f"`{leaf}`" not in doc and f"`{key}`" not in doc:
+                missing.append(f"{name}: {key}")
+    assert not missing, f"undocumented config keys in config/README.md: {sorted(set(missing))}"
+
+
+@pytest.mark.workflow
+def test_smoke_workflow_end_to_end(tmp_path):
+    work = copy_workflow(tmp_path)
+    snakemake("--cores", "2", "--configfile", "config/smoke.yaml", cwd=work)
+    for net in ("lenet5", "resnet32", "alexnet"):
+        metrics = read_json(work / f"results/{net}/pruned/metrics.json")
+        assert metrics["stage"] == "pruned" and 0 <= metrics["accuracy"] <= 100
+        target = yaml.safe_load((work / "config/smoke.yaml").read_text())[net]["prune"]["sparsity"]
+        assert abs(metrics["prunable_sparsity"] - target) < 1e-3
+        assert (work / f"results/{net}/pruned/epochs.csv").stat().st_size > 0
+    assert not list(work.rglob("*.tmp"))
+    again = snakemake("-n", "--configfile", "config/smoke.yaml", cwd=work)
+    assert "Nothing to be done" in again.stdout + again.stderr
