@@ -7,9 +7,15 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/importance.smk"
+include: "workflow/rules/quantize.smk"
+include: "workflow/rules/figures.smk"
 
 
 rule all:

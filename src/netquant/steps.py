@@ -16,7 +16,7 @@ import torch
 
 from netquant import data, models, prune, train
 from netquant.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from netquant.io import write_json, write_text
+from netquant.io import atomic_path, write_json, write_text
 
 log = logging.getLogger("netquant")
 
@@ -137,3 +137,168 @@ def prune_network(arch: str, net: dict, *, baseline: str, prepared: str | None, 
     write_csv(out_epochs, rows)
     write_json(out_metrics, metrics)
     return metrics
+
+
+def load_network(arch: str, net: dict, model_path: str, source) -> tuple[torch.nn.Module, Checkpoint]:
+    """A network of ``arch`` with the weights (and masks) of a checkpoint file."""
+    ckpt = load_checkpoint(model_path)
+    if ckpt.arch != arch:
+        raise ValueError(f"{model_path} holds a {ckpt.arch} checkpoint, expected {arch}")
+    model = build_model(arch, {**net, "pretrained": None}, source)
+    model.load_state_dict(ckpt.state_dict)
+    return model, ckpt
+
+
+def compute_importance(arch: str, net: dict, cfg: dict, name: str, *, model_path: str, prepared: str | None,
+                       imagenet_root: str | None, out: str, out_summary: str, seed: int, device: str,
+                       workers: int = 0) -> dict:
+    """Importance ``name`` of a model: ``hessian-N`` (diagonal Hessian over N training samples) or ``adam``
+    (sqrt of Adam's bias-corrected second moments after retraining, paper section 3.5)."""
+    from netquant import importance
+
+    device = train.resolve_device(device)
+    source = source_for(net, prepared, imagenet_root, workers)
+    model, ckpt = load_network(arch, net, model_path, source)
+    model.to(device)
+    start = time.perf_counter()
+    if name.startswith("hessian-"):
+        n = int(name.removeprefix("hessian-"))
+        if n > source.samples_per_epoch:
+            raise ValueError(f"importance {name} needs {n} training samples but {net['dataset']} has "
+                             f"{source.samples_per_epoch}; use fewer samples in the config's figures.*.curves")
+        h = importance.hessian_diagonal(model, source.train_sample(n, cfg["batch_size"], seed), n,
+                                        estimator=cfg["estimator"], floor=cfg["floor"], seed=seed, progress=True)
+        details = {"samples": n, "estimator": cfg["estimator"], "floor": cfg["floor"]}
+    elif name == "adam":
+        acfg = cfg["adam"]
+        g = torch.Generator().manual_seed(seed)
+        h, history = importance.adam_second_moments(
+            model, lambda epoch: source.train_epoch(acfg["batch_size"], g, augment="none"),
+            epochs=acfg.get("epochs"), steps=acfg.get("steps"), lr=acfg["lr"], betas=tuple(acfg["betas"]),
+            eps=acfg["eps"], masks=ckpt.masks or None, progress=True)
+        details = {"adam": acfg, "history": history}
+    else:
+        raise ValueError(f"unknown importance {name!r}; expected hessian-<samples> or adam")
+    summary = {"arch": arch, "importance": name, "model": model_path, **details,
+               "seconds": time.perf_counter() - start, "device": device,
+               "layers": importance.layer_summary(h, ckpt.masks or None)}
+    with atomic_path(out) as tmp:
+        torch.save({k: v.detach().cpu() for k, v in h.items()}, tmp)
+    write_json(out_summary, summary)
+    log.info("%s %s importance in %.1fs", arch, name, summary["seconds"])
+    return summary
+
+
+def quantized_names(model: torch.nn.Module, which: str) -> list[str]:
+    """Parameters to quantize: "all" (every parameter, as the paper counts N) or "weights" (conv/fc)."""
+    return [n for n, _ in model.named_parameters()] if which == "all" else prune.prunable_names(model, "weights")
+
+
+def sweep_curve(arch: str, net: dict, *, method: str, importance_name: str, scope: str, quantize_cfg: dict,
+                coding_cfg: dict, model_path: str, importance_path: str | None, prepared: str | None,
+                imagenet_root: str | None, out_dir: str, out_table: str, seed: int, device: str,
+                workers: int = 0) -> list[dict]:
+    """One curve of the paper's figures: quantize a model at every point of a rate grid, fine-tune the
+    shared values, write each result as a .nqz file, and evaluate the network decoded from each file.
+
+    One row per (rate point, before/after fine-tuning) goes to ``out_table``; the files go to ``out_dir``.
+    """
+    from netquant import container, quantize
+    from netquant.finetune import finetune_codebooks
+
+    device = train.resolve_device(device)
+    source = source_for(net, prepared, imagenet_root, workers)
+    model, ckpt = load_network(arch, net, model_path, source)
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    parameters = [n for n, _ in model.named_parameters()]
+    names = quantized_names(model, quantize_cfg["params"])
+    masks = {k: v for k, v in ckpt.masks.items() if k in names}
+    h = torch.load(importance_path, map_location="cpu", weights_only=True) if importance_path else None
+    kept = [state[n].flatten()[masks[n].flatten()] if n in masks else state[n].flatten() for n in names]
+    kept_h = None if h is None else torch.cat(
+        [h[n].flatten()[masks[n].flatten()] if n in masks else h[n].flatten() for n in names]).numpy()
+    rate_name = quantize.rate_parameter(method)
+    rates = quantize_cfg["rates"]
+    grid = quantize.rate_grid(method, torch.cat(kept).numpy(), kept_h, bits_min=rates["bits_min"],
+                              bits_max=rates["bits_max"], points=rates["points"],
+                              zero_center=quantize_cfg["options"].get("zero_center", True))
+    options = {k: v for k, v in quantize_cfg["options"].items() if v is not None}
+    if method == "ecsq":
+        options["k"] = options.pop("ecsq_k")
+    else:
+        options.pop("ecsq_k", None)
+    if not method.startswith("dp-"):
+        options.pop("bins", None)
+    ft = net["finetune"]
+    g = torch.Generator().manual_seed(seed)
+    out_dir_path = os.path.abspath(out_dir)
+    os.makedirs(out_dir_path, exist_ok=True)
+    rows = []
+    for value in grid:
+        value = value.item()
+        start = time.perf_counter()
+        qmodel, results = quantize.quantize_model(state, param_names=names, masks=masks, importance=h, method=method,
+                                                  scope=scope, parameters=parameters, return_results=True,
+                                                  seed=seed, **{rate_name: value}, **options)
+        quantize_seconds = time.perf_counter() - start
+        point = f"{rate_name}={value:.6g}"
+        stages = [(False, qmodel, None)]
+        if ft["steps"] > 0:
+            ft_model = build_model(arch, {**net, "pretrained": None}, source)
+            ft_qmodel, history = finetune_codebooks(
+                ft_model, qmodel, lambda: source.train_epoch(ft["batch_size"], g, augment="none"),
+                steps=ft["steps"], lr=ft["lr"], momentum=ft["momentum"], weight_decay=ft["weight_decay"],
+                reduction=ft["reduction"], device=device)
+            stages.append((True, ft_qmodel, history))
+        for finetuned, qm, history in stages:
+            path = os.path.join(out_dir_path, f"{point}{'-ft' if finetuned else ''}.nqz")
+            m = container.save(path, qm, **coding_cfg)
+            # Table 1's extra rows (pruned, fine-tuned): the same model with ANS-coded labels, and with the
+            # mask-ANS index code, each sized by really encoding it
+            table1_point = finetuned and m["n_pruned"] > 0
+            ans_bytes = len(container.encode(qm, **{**coding_cfg, "label_code": "ans"})) if table1_point else None
+            runlength_bytes = (len(container.encode(qm, **{**coding_cfg, "index_code": "mask-ans"}))
+                               if table1_point else None)
+            decoded = build_model(arch, {**net, "pretrained": None}, source)
+            decoded.load_state_dict(container.load(path))
+            result = test_metrics(decoded, source, device, arch)
+            bits = m["bits_per_weight"]
+            row = {
+                "network": arch, "variant": ckpt.meta.get("stage", ""), "scope": scope, "method": method,
+                "importance": importance_name, "rate_name": rate_name, "rate_value": value,
+                "finetuned": finetuned, "clusters": sum(len(b) for b in qm.codebooks),
+                "entropy_bits": m["label_entropy_bits"], "bits_fixed": bits["fixed"],
+                "bits_huffman": bits["huffman"], "bits_ans": bits["ans"], "accuracy": result["accuracy"],
+                "top5": result.get("top5", float("nan")), "loss": result["loss"],
+                "ratio_file": m["ratio_file"], "ratio_eq1": m["ratio_eq1"],
+                "ratio_file_ans": 32 * m["n_params"] / (8 * ans_bytes) if ans_bytes else float("nan"),
+                "ratio_file_runlength": 32 * m["n_params"] / (8 * runlength_bytes) if runlength_bytes else float("nan"),
+                "file_bytes": m["file_bytes"], "n_params": m["n_params"], "n_quantized": m["n_quantized"],
+                "weighted_distortion": sum(r.weighted_distortion * len(r.labels) for r in results) / max(
+                    1, sum(len(r.labels) for r in results)),
+                "quantize_seconds": quantize_seconds,
+                "finetune_seconds": history.seconds if history else 0.0,
+                "path": os.path.relpath(path),
+            }
+            rows.append(row)
+            log.info("%s %s/%s %s%s: %.2f%%, %.3f bits (Huffman), ratio %.2f", arch, method, importance_name,
+                     point, " +ft" if finetuned else "", row["accuracy"], row["bits_huffman"], row["ratio_file"])
+    write_csv(out_table, rows)
+    return rows
+
+
+def encode_pruned(*, model_path: str, metrics_path: str, coding_cfg: dict, out_file: str, out_metrics: str) -> dict:
+    """The pruned model before quantization as a file: the 32-bit value of every kept weight plus the coded
+    positions (the paper's "pruned model" row of Table 1), and its size accounting."""
+    from netquant import container
+    from netquant.io import read_json
+
+    ckpt = load_checkpoint(model_path)
+    if not ckpt.masks:
+        raise ValueError(f"{model_path} has no pruning masks; only a pruned model can be encoded this way")
+    parameters = [row["name"] for row in read_json(metrics_path)["layers"]]
+    qmodel = container.from_pruned(ckpt.state_dict, ckpt.masks, param_names=parameters)
+    m = container.save(out_file, qmodel, label_code="raw", index_code=coding_cfg["index_code"],
+                       index_bound=coding_cfg["index_bound"])
+    write_json(out_metrics, m)
+    return m

@@ -58,4 +58,57 @@ def tensor_data(wildcards, input):
 
 
 def all_targets():
-    return expand("results/{net}/pruned/metrics.json", net=NETWORKS)
+    figures = [
+        f"results/figures/{figure}-{net}.{ext}"
+        for figure in ("fig1", "fig3", "layerwise")
+        for net in figure_networks(figure)
+        for ext in ("pdf", "png")
+    ]
+    return figures + ["results/figures/fig2.pdf", "results/tables/points.csv", "results/tables/table1.md"]
+
+
+wildcard_constraints:
+    scope="all|layer",
+    method="kmeans|hwkmeans|uniform|ecsq|dp-kmeans|dp-ecsq",
+    importance=r"none|adam|hessian-\d+",
+
+
+def importance_input(wildcards):
+    if wildcards.importance == "none":
+        return []
+    return f"results/{wildcards.net}/{wildcards.variant}/importance/{wildcards.importance}.pt"
+
+
+def curve_tables(figure, net=None):
+    """The points.csv of every curve a figure or table needs, for the networks that run (or one network)."""
+    spec = config["figures"][figure]
+    return [
+        f"results/{name}/{spec['variant']}/sweep/{spec['scope']}/{curve}/points.csv"
+        for name, curves in spec["curves"].items()
+        if name in NETWORKS and (net is None or name == net)
+        for curve in curves
+    ]
+
+
+def all_curve_tables():
+    return sorted({table for figure in config["figures"] for table in curve_tables(figure)})
+
+
+def figure_networks(figure):
+    return [net for net in config["figures"][figure]["curves"] if net in NETWORKS]
+
+
+def main_hessian(figure):
+    """The Hessian importance a figure or table uses as "the" Hessian: the first hessian-N in its curves."""
+    for curves in config["figures"][figure]["curves"].values():
+        for curve in curves:
+            importance = curve.split("/")[1]
+            if importance.startswith("hessian-"):
+                return importance
+    return "hessian-50000"
+
+
+def figure_importances(figure):
+    """The importances of a figure's curves, in order of first appearance."""
+    curves = config["figures"][figure]["curves"].values()
+    return list(dict.fromkeys(curve.split("/")[1] for names in curves for curve in names))

@@ -1,0 +1,90 @@
+"""Command line: ``python -m netquant <command> ...`` (also installed as ``netquant``).
+
+Commands:
+  inspect FILE.nqz [--json]   section sizes, the paper's eq. (1) breakdown, compression ratio, entropy
+  decode FILE.nqz OUT.pt      the decoded network as a plain PyTorch state_dict (torch.load-able)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from netquant import container
+
+    m = container.metrics(args.file)
+    if args.json:
+        print(json.dumps(m, indent=2))
+        return 0
+    print(f"{args.file}: netquant .nqz version {m['format_version']}, {m['file_bytes']:,} bytes "
+          f"= {m['file_bits']:,} bits")
+    print(f"codes: labels {m['label_code']}, positions {m['index_code']}"
+          + (f" (bound {m['index_bound']})" if m["index_code"] == "deep-compression" else ""))
+    print(f"parameters N = {m['n_params']:,}: {m['n_quantized']:,} quantized (unpruned), {m['n_pruned']:,} pruned, "
+          f"{m['n_passthrough_params']:,} unquantized; {m['n_buffer_elements']:,} buffer elements; "
+          f"codebook sizes {m['codebook_sizes']}")
+    print("\nsections (bytes, framing included):")
+    for tag, size in m["section_bytes"].items():
+        print(f"  {tag:<8}{size:>14,}")
+    print("\neq. (1) breakdown (bits):")
+    for key, value in m["eq1"].items():
+        print(f"  {key:<20}{value:>14,}")
+    print(f"\ncompression ratio 32N / file bits = {m['ratio_file']:.2f}  "
+          f"({m['bits_per_param']:.4f} bits per parameter)")
+    print(f"compression ratio eq. (1)        = {m['ratio_eq1']:.2f}")
+    if m["label_entropy_bits"] is not None:
+        print(f"label entropy                    = {m['label_entropy_bits']:.4f} bits per quantized weight")
+    print("\naverage codeword length per quantized weight (bits):")
+    for key, value in m["bits_per_weight"].items():
+        print(f"  {key:<20}{value:>10.4f}")
+    print("\nindex bits per quantized weight:")
+    for key, value in m["index_bits_per_kept"].items():
+        print(f"  {key:<20}{value:>10.4f}")
+    return 0
+
+
+def _decode(args: argparse.Namespace) -> int:
+    import torch
+
+    from netquant import container
+    from netquant.io import atomic_path
+
+    state_dict = container.load(args.file)
+    with atomic_path(args.out) as tmp:
+        torch.save(state_dict, tmp)
+    print(f"wrote {args.out}: {len(state_dict)} entries")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="netquant", description="Network quantization towards the limit.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = commands.add_parser("inspect", help="what is inside a compressed .nqz file, bit by bit")
+    p.add_argument("file", metavar="FILE.nqz")
+    p.add_argument("--json", action="store_true", help="print the metrics dict as JSON")
+    p.set_defaults(run=_inspect)
+
+    p = commands.add_parser("decode", help="decode a .nqz file into a PyTorch state_dict file")
+    p.add_argument("file", metavar="FILE.nqz")
+    p.add_argument("out", metavar="OUT.pt")
+    p.set_defaults(run=_decode)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from netquant.container import ContainerError
+
+    try:
+        return args.run(args)
+    except (ContainerError, FileNotFoundError) as exc:
+        print(f"netquant {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,765 @@
+"""The compressed model file (``.nqz``): write, read, verify, decode to a state_dict, and account for it.
+
+A file holds a ``QuantizedModel`` (see ``netquant.qmodel``): the codebooks, the labels of the unpruned
+elements of every quantized tensor, the positions of those elements, and the passthrough tensors.
+
+Labels: one label stream per codebook. With all layers quantized together (one codebook, the paper's
+setting) the labels of the unpruned elements of all tensors, taken in state_dict order and row-major
+within a tensor, form one stream coded with one table; with one codebook per layer (Deep Compression)
+every codebook has its own stream and table.
+
+Label codes (``label_code``): ``huffman`` (canonical, code lengths stored), ``fixed`` (ceil(log2 k) bits),
+``ans`` (rANS, integer symbol counts stored), and ``raw``: the 32-bit value of every unpruned element,
+no codebook stored - the pruned-but-unquantized model (see ``from_pruned``).
+Index codes (``index_code``): ``deep-compression`` (bounded relative index, Huffman coded; ``index_bound``,
+default 32) and ``mask-ans`` (per-tensor Bernoulli-modelled masks, ANS coded). See ``netquant.coding``.
+A tensor with no pruned element is marked dense and has no positions coded.
+
+File layout (all integers little-endian; varint = unsigned LEB128):
+
+    header (16 bytes)
+      0   8  magic  89 4E 51 5A 0D 0A 1A 0A  ("\\x89NQZ\\r\\n\\x1a\\n")
+      8   2  u16 format version (1)
+      10  2  u16 number of sections (7)
+      12  4  u32 CRC32 of bytes 0..11
+    7 sections, in this order, each framed as
+      0   4  tag (ASCII)
+      4   4  u32 payload length L
+      8   L  payload
+      8+L 4  u32 CRC32 of tag, length and payload
+
+    META  zlib-compressed:
+            varint label code (0 fixed, 1 huffman, 2 ans, 3 raw), varint index code
+            (0 deep-compression, 1 mask-ans), varint index bound,
+            varint number of codebooks, varint size of each (0 with the raw code),
+            varint number of entries, then per state_dict entry in order:
+              varint name length, UTF-8 name, u8 flags (bit 0 quantized, bit 1 nn.Parameter),
+              varint ndim, varint dims...,
+              quantized: varint codebook, varint number of unpruned elements;
+              passthrough: varint length, numpy dtype string (e.g. "<f4", "<i8", "|b1"),
+            per label stream (one per codebook): varint bits, u32 CRC32 of the decoded stream
+              (int32 labels, or float32 values with the raw code),
+            index stream: varint symbols, varint bits, u32 CRC32 of the decoded masks (np.packbits of
+              the masks of the sparse tensors, concatenated)
+    BOOK  codebooks, float32, concatenated (empty with the raw code)
+    LTAB  per label stream: huffman: k bytes (code length + 1; 0 = symbol absent);
+          ans: k varints (symbol counts, the model); fixed, raw: nothing
+    LBIT  label streams, each padded to whole bytes, concatenated
+    ITAB  deep-compression: varint n, n bytes (code length + 1) of the index symbols 0..n-1
+          (empty when no position is coded); mask-ans: empty
+    IBIT  index stream
+    PASS  passthrough tensors, in order, raw little-endian C-order bytes
+
+Every section and the decoded content of every stream carry a CRC32, so a truncated, bit-flipped or
+foreign file raises ``ContainerError`` naming what is wrong; it never decodes to a wrong model.
+Quantized tensors decode to float32.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import struct
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from netquant import coding
+from netquant.io import write_bytes
+from netquant.qmodel import PRUNED, QuantizedModel, QuantizedTensor
+
+MAGIC = b"\x89NQZ\r\n\x1a\n"
+VERSION = 1
+SECTIONS = ("META", "BOOK", "LTAB", "LBIT", "ITAB", "IBIT", "PASS")
+LABEL_CODES = ("fixed", "huffman", "ans", "raw")
+INDEX_CODES = coding.INDEX_CODES
+DEFAULT_INDEX_BOUND = 32  # 2^5, Deep Compression's bound for fc layers; see save()
+_HEADER = struct.Struct("<8sHHI")
+_FRAME = struct.Struct("<4sI")
+
+
+class ContainerError(ValueError):
+    """The file is not a valid .nqz file: the message says what is wrong and where."""
+
+
+# --------------------------------------------------------------------------------------------------
+# small serialisation helpers
+
+
+def _varints(values) -> bytes:
+    out = bytearray()
+    for value in values:
+        value = int(value)
+        if value < 0:
+            raise ValueError(f"varint must be >= 0, got {value}")
+        while True:
+            byte = value & 0x7F
+            value >>= 7
+            out.append(byte | (0x80 if value else 0))
+            if not value:
+                break
+    return bytes(out)
+
+
+class _Reader:
+    """Sequential reader over a section payload; every overrun is a ContainerError naming the section."""
+
+    def __init__(self, data: bytes, section: str) -> None:
+        self.data, self.pos, self.section = data, 0, section
+
+    def _need(self, n: int) -> None:
+        if self.pos + n > len(self.data):
+            raise ContainerError(f"section {self.section}: content ends at byte {len(self.data)}, "
+                                 f"{n} more bytes needed at byte {self.pos}")
+
+    def varint(self) -> int:
+        value, shift = 0, 0
+        while True:
+            self._need(1)
+            byte = self.data[self.pos]
+            self.pos += 1
+            value |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                return value
+            shift += 7
+            if shift > 63:
+                raise ContainerError(f"section {self.section}: malformed varint at byte {self.pos}")
+
+    def take(self, n: int) -> bytes:
+        self._need(n)
+        out = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return out
+
+    def u8(self) -> int:
+        return self.take(1)[0]
+
+    def u32(self) -> int:
+        return struct.unpack("<I", self.take(4))[0]
+
+    def done(self) -> None:
+        if self.pos != len(self.data):
+            raise ContainerError(f"section {self.section}: {len(self.data) - self.pos} unexpected bytes at the end")
+
+
+def _crc(data: bytes) -> int:
+    return zlib.crc32(data) & 0xFFFFFFFF
+
+
+# --------------------------------------------------------------------------------------------------
+# the parsed file
+
+
+@dataclass
+class Entry:
+    name: str
+    shape: tuple[int, ...]
+    quantized: bool
+    is_param: bool
+    codebook: int = 0  # quantized only
+    n_kept: int = 0  # quantized only
+    dtype: str = "<f4"  # passthrough only
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+
+@dataclass
+class Parsed:
+    """A file split into its parts, before decoding. ``sections`` maps a tag to its payload."""
+
+    version: int
+    sections: dict[str, bytes]
+    section_bytes: dict[str, int]  # framed size of each section (+ "header"); sums to the file size
+    label_code: str
+    index_code: str
+    index_bound: int
+    codebook_sizes: list[int]
+    entries: list[Entry]
+    label_bits: list[int]
+    label_crc: list[int]
+    index_symbols: int
+    index_bits: int
+    index_crc: int
+    file_bytes: int = 0
+    label_tables: list[np.ndarray] = field(default_factory=list)  # per stream, filled while decoding
+
+
+def _stream_bytes(nbits: int) -> int:
+    return (nbits + 7) // 8
+
+
+def _width(k: int) -> int:
+    """Fixed-length code width of a codebook of k entries (0 for an empty codebook)."""
+    return coding.fixed_width(k) if k else 0
+
+
+# --------------------------------------------------------------------------------------------------
+# writing
+
+
+def _check_options(label_code: str, index_code: str, index_bound: int) -> None:
+    if label_code not in LABEL_CODES:
+        raise ValueError(f"label_code must be one of {', '.join(LABEL_CODES)}; got {label_code!r}")
+    if index_code not in INDEX_CODES:
+        raise ValueError(f"index_code must be one of {', '.join(INDEX_CODES)}; got {index_code!r}")
+    if not isinstance(index_bound, (int, np.integer)) or index_bound < 1:
+        raise ValueError(f"index_bound must be an integer >= 1; got {index_bound!r}")
+
+
+def _streams(qmodel: QuantizedModel) -> list[np.ndarray]:
+    """Label stream of each codebook: unpruned labels of its tensors in state_dict order (int32)."""
+    parts: list[list[np.ndarray]] = [[] for _ in qmodel.codebooks]
+    for name in qmodel.order:
+        if name in qmodel.tensors:
+            t = qmodel.tensors[name]
+            parts[t.codebook].append(t.labels[t.labels != PRUNED])
+    return [np.concatenate(p) if p else np.zeros(0, np.int32) for p in parts]
+
+
+def _sparse(qmodel: QuantizedModel) -> list[str]:
+    """Quantized tensors with at least one pruned element, in state_dict order."""
+    return [n for n in qmodel.order if n in qmodel.tensors and not qmodel.tensors[n].mask.all()]
+
+
+def _index_stream(masks: list[np.ndarray], index_code: str, index_bound: int):
+    """(table bytes, stream bytes, n symbols, n bits) of the positions of the given flat masks."""
+    if index_code == "deep-compression":
+        symbols = (np.concatenate([coding.dc_gap_symbols(m, index_bound) for m in masks])
+                   if masks else np.zeros(0, np.int32))
+        lengths = coding.huffman_lengths(coding.symbol_counts(symbols, index_bound + 1))
+        used = int(np.flatnonzero(lengths >= 0).max()) + 1 if symbols.size else 0
+        table = _varints([used]) + (lengths[:used] + 1).astype(np.uint8).tobytes() if used else b""
+        stream, nbits = coding.huffman_encode(symbols, lengths)
+        return table, stream, int(symbols.size), nbits
+    stream = coding.mask_ans_encode(masks)
+    return b"", stream, 0, 8 * len(stream)
+
+
+def _label_stream(code: str, symbols: np.ndarray, k: int, values: np.ndarray):
+    """(table bytes, stream bytes, n bits) of one label stream; ``values`` is its codebook."""
+    if code == "raw":
+        data = values[symbols].astype("<f4").tobytes()
+        return b"", data, 8 * len(data)
+    if code == "fixed":
+        data, nbits = coding.fixed_encode(symbols, _width(k))
+        return b"", data, nbits
+    counts = coding.symbol_counts(symbols, k)
+    if code == "huffman":
+        lengths = coding.huffman_lengths(counts)  # <= 64 bits (coding's limit), fits the 1-byte table
+        data, nbits = coding.huffman_encode(symbols, lengths)
+        return (lengths + 1).astype(np.uint8).tobytes(), data, nbits
+    data = coding.ans_encode(symbols, counts)
+    return _varints(counts), data, 8 * len(data)
+
+
+def _decoded_label_bytes(code: str, symbols: np.ndarray, values: np.ndarray) -> bytes:
+    """What the label CRC covers: the int32 labels, or the float32 values with the raw code."""
+    if code == "raw":
+        return values[symbols].astype("<f4").tobytes()
+    return symbols.astype("<i4").tobytes()
+
+
+def _little_endian(arr) -> np.ndarray:
+    arr = np.asarray(arr)  # not ascontiguousarray: it turns 0-d arrays into 1-d; tobytes() is C order anyway
+    return arr.astype(arr.dtype.newbyteorder("<"), copy=False)
+
+
+def _mask_bytes(masks: list[np.ndarray]) -> bytes:
+    return np.packbits(np.concatenate(masks)).tobytes() if masks else b""
+
+
+def encode(qmodel: QuantizedModel, *, label_code: str = "huffman", index_code: str = "deep-compression",
+           index_bound: int = DEFAULT_INDEX_BOUND) -> bytes:
+    """The .nqz bytes of ``qmodel`` (see the module docstring for the layout)."""
+    _check_options(label_code, index_code, index_bound)
+    for name, arr in qmodel.passthrough.items():
+        if np.asarray(arr).dtype.kind not in "biufc":
+            raise ValueError(f"passthrough {name!r} has dtype {np.asarray(arr).dtype}; "
+                             "only numeric arrays can be stored")
+    streams = _streams(qmodel)
+    sparse = _sparse(qmodel)
+    masks = [qmodel.tensors[n].mask for n in sparse]
+
+    label_tables, label_data, label_bits, label_crc = [], [], [], []
+    for s, symbols in enumerate(streams):
+        book = qmodel.codebooks[s]
+        table, data, nbits = _label_stream(label_code, symbols, len(book), book)
+        label_tables.append(table)
+        label_data.append(data)
+        label_bits.append(nbits)
+        label_crc.append(_crc(_decoded_label_bytes(label_code, symbols, book)))
+    index_table, index_data, index_symbols, index_bits = _index_stream(masks, index_code, index_bound)
+
+    meta = bytearray(_varints([LABEL_CODES.index(label_code), INDEX_CODES.index(index_code), index_bound]))
+    sizes = [0 if label_code == "raw" else len(b) for b in qmodel.codebooks]
+    meta += _varints([len(sizes), *sizes, len(qmodel.order)])
+    params = set(qmodel.param_names)
+    for name in qmodel.order:
+        encoded = name.encode("utf-8")
+        meta += _varints([len(encoded)]) + encoded
+        if name in qmodel.tensors:
+            t = qmodel.tensors[name]
+            meta.append(1 | (2 if name in params else 0))
+            meta += _varints([len(t.shape), *t.shape, t.codebook, int(t.mask.sum())])
+        else:
+            arr = _little_endian(qmodel.passthrough[name])
+            dtype = arr.dtype.str.encode("ascii")
+            meta.append(2 if name in params else 0)
+            meta += _varints([arr.ndim, *arr.shape, len(dtype)]) + dtype
+    for nbits, crc in zip(label_bits, label_crc):
+        meta += _varints([nbits]) + struct.pack("<I", crc)
+    meta += _varints([index_symbols, index_bits]) + struct.pack("<I", _crc(_mask_bytes(masks)))
+
+    books = b"" if label_code == "raw" else b"".join(b.astype("<f4").tobytes() for b in qmodel.codebooks)
+    passthrough = b"".join(_little_endian(qmodel.passthrough[n]).tobytes()
+                           for n in qmodel.order if n in qmodel.passthrough)
+    payloads = [zlib.compress(bytes(meta), 9), books, b"".join(label_tables), b"".join(label_data),
+                index_table, index_data, passthrough]
+    head = _HEADER.pack(MAGIC, VERSION, len(SECTIONS), 0)[:12]
+    out = bytearray(head + struct.pack("<I", _crc(head)))
+    for tag, payload in zip(SECTIONS, payloads):
+        if len(payload) >= 1 << 32:
+            raise ValueError(f"section {tag} has {len(payload)} bytes; the format allows < 4 GiB per section")
+        framed = _FRAME.pack(tag.encode("ascii"), len(payload)) + payload
+        out += framed + struct.pack("<I", _crc(framed))
+    return bytes(out)
+
+
+# --------------------------------------------------------------------------------------------------
+# reading
+
+
+def parse(data: bytes) -> Parsed:
+    """Check the framing and CRCs of ``data`` and read its META section. Raises ``ContainerError``."""
+    n = len(data)
+    if data[: min(n, 8)] != MAGIC[: min(n, 8)]:
+        raise ContainerError(f"not a netquant .nqz file (bad magic {data[:8]!r}, expected {MAGIC!r})")
+    if n < _HEADER.size:
+        raise ContainerError(f"truncated at byte {n}: the header needs {_HEADER.size} bytes")
+    _, version, n_sections, header_crc = _HEADER.unpack_from(data)
+    if version != VERSION:
+        raise ContainerError(f"unsupported format version {version} (this netquant reads version {VERSION}; "
+                             "a different version of netquant wrote the file, or its header is corrupted)")
+    if header_crc != _crc(data[:12]):
+        raise ContainerError("CRC mismatch in the header (bytes 0..15): the file is corrupted")
+    if n_sections != len(SECTIONS):
+        raise ContainerError(f"header announces {n_sections} sections, version {VERSION} has {len(SECTIONS)}")
+    sections, section_bytes, pos = {}, {"header": _HEADER.size}, _HEADER.size
+    for tag in SECTIONS:
+        if pos + _FRAME.size > n:
+            raise ContainerError(f"truncated at byte {n}: section {tag} starts at byte {pos} "
+                                 f"and its frame needs {_FRAME.size} bytes")
+        found, length = _FRAME.unpack_from(data, pos)
+        if found != tag.encode("ascii"):
+            raise ContainerError(f"expected section {tag} at byte {pos}, found {found!r}: the file is corrupted")
+        end = pos + _FRAME.size + length + 4
+        if end > n:
+            raise ContainerError(f"truncated at byte {n}: section {tag} (byte {pos}) announces {length} bytes "
+                                 f"and ends at byte {end}")
+        if struct.unpack_from("<I", data, end - 4)[0] != _crc(data[pos : end - 4]):
+            raise ContainerError(f"CRC mismatch in section {tag} (bytes {pos}..{end - 1}): the file is corrupted")
+        sections[tag] = data[pos + _FRAME.size : end - 4]
+        section_bytes[tag] = end - pos
+        pos = end
+    if pos != n:
+        raise ContainerError(f"{n - pos} unexpected bytes after the last section (byte {pos}): the file is corrupted")
+    try:
+        meta = zlib.decompress(sections["META"])
+    except zlib.error as exc:
+        raise ContainerError(f"section META: not zlib data ({exc})") from exc
+    return _parse_meta(meta, version, sections, section_bytes, n)
+
+
+def _parse_meta(meta: bytes, version: int, sections, section_bytes, n: int) -> Parsed:
+    r = _Reader(meta, "META")
+    label_id, index_id, bound = r.varint(), r.varint(), r.varint()
+    if label_id >= len(LABEL_CODES) or index_id >= len(INDEX_CODES) or bound < 1:
+        raise ContainerError(f"section META: unknown label code {label_id} / index code {index_id} / bound {bound}")
+    sizes = [r.varint() for _ in range(r.varint())]
+    entries = []
+    for _ in range(r.varint()):
+        try:
+            name = r.take(r.varint()).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ContainerError(f"section META: entry name is not UTF-8 ({exc})") from exc
+        flags = r.u8()
+        if flags & 1:
+            shape = tuple(r.varint() for _ in range(r.varint()))
+            entry = Entry(name, shape, True, bool(flags & 2), codebook=r.varint(), n_kept=r.varint())
+            if entry.codebook >= len(sizes) or entry.n_kept > entry.size:
+                raise ContainerError(f"section META: entry {name!r} has codebook {entry.codebook} "
+                                     f"of {len(sizes)} and {entry.n_kept} of {entry.size} elements kept")
+        else:
+            shape = tuple(r.varint() for _ in range(r.varint()))
+            dtype = r.take(r.varint()).decode("ascii", "replace")
+            try:
+                ok = np.dtype(dtype).kind in "biufc"
+            except TypeError:
+                ok = False
+            if not ok:
+                raise ContainerError(f"section META: entry {name!r} has unsupported dtype {dtype!r}")
+            entry = Entry(name, shape, False, bool(flags & 2), dtype=dtype)
+        entries.append(entry)
+    label_bits, label_crc = [], []
+    for _ in sizes:
+        label_bits.append(r.varint())
+        label_crc.append(r.u32())
+    index_symbols, index_bits, index_crc = r.varint(), r.varint(), r.u32()
+    r.done()
+    return Parsed(version, sections, section_bytes, LABEL_CODES[label_id], INDEX_CODES[index_id], bound, sizes,
+                  entries, label_bits, label_crc, index_symbols, index_bits, index_crc, n)
+
+
+def decode(data: bytes) -> QuantizedModel:
+    """The QuantizedModel held by the .nqz bytes ``data``. Raises ``ContainerError`` on any defect."""
+    return _decode(parse(data))
+
+
+def _decode(p: Parsed) -> QuantizedModel:
+    quantized = [e for e in p.entries if e.quantized]
+    sparse = [e for e in quantized if e.n_kept < e.size]
+
+    # positions
+    table = _Reader(p.sections["ITAB"], "ITAB")
+    index_data = p.sections["IBIT"]
+    try:
+        if p.index_code == "deep-compression":
+            used = table.varint() if p.sections["ITAB"] else 0
+            if used > p.index_bound + 1:
+                raise ContainerError(f"section ITAB: {used} index symbols exceed bound {p.index_bound} + 1")
+            lengths = np.frombuffer(table.take(used), np.uint8).astype(np.int64) - 1
+            table.done()
+            symbols = coding.huffman_decode(index_data, p.index_bits, lengths, p.index_symbols)
+            masks = coding.dc_masks(symbols, p.index_bound, [e.size for e in sparse], [e.n_kept for e in sparse])
+        else:
+            table.done()
+            if len(index_data) * 8 != p.index_bits:
+                raise ContainerError(f"section IBIT has {len(index_data)} bytes, META announces {p.index_bits} bits")
+            masks = coding.mask_ans_decode(index_data, [e.size for e in sparse], [e.n_kept for e in sparse])
+    except coding.CodingError as exc:
+        raise ContainerError(f"section IBIT (positions of unpruned weights): {exc}") from exc
+    if _crc(_mask_bytes(masks)) != p.index_crc:
+        raise ContainerError("positions of unpruned weights decode to data whose CRC32 does not match; "
+                             "the file was written by an incompatible coder version or is corrupted")
+    mask_of = {e.name: m for e, m in zip(sparse, masks)}
+
+    # codebooks
+    books_data = p.sections["BOOK"]
+    if len(books_data) != 4 * sum(p.codebook_sizes):
+        raise ContainerError(f"section BOOK has {len(books_data)} bytes, META announces "
+                             f"{sum(p.codebook_sizes)} float32 values")
+    books = np.frombuffer(books_data, "<f4").astype(np.float32)
+    bounds = np.cumsum([0, *p.codebook_sizes])
+    codebooks = [books[bounds[i] : bounds[i + 1]].copy() for i in range(len(p.codebook_sizes))]
+
+    # labels
+    n_stream = [0] * len(codebooks)
+    for e in quantized:
+        n_stream[e.codebook] += e.n_kept
+    tables = _Reader(p.sections["LTAB"], "LTAB")
+    bits = p.sections["LBIT"]
+    expected = sum(_stream_bytes(b) for b in p.label_bits)
+    if len(bits) != expected:
+        raise ContainerError(f"section LBIT has {len(bits)} bytes, META announces {expected}")
+    streams, offset = [], 0
+    for s, (n, nbits, crc) in enumerate(zip(n_stream, p.label_bits, p.label_crc)):
+        k = len(codebooks[s])
+        data = bits[offset : offset + _stream_bytes(nbits)]
+        offset += len(data)
+        try:
+            if p.label_code == "raw":
+                if nbits != 32 * n:
+                    raise coding.CodingError(f"raw stream has {nbits} bits, {n} values need {32 * n}")
+                values = np.frombuffer(data, "<f4").astype(np.float32)
+                streams.append(values)
+                decoded = values.tobytes()
+            else:
+                if p.label_code == "fixed":
+                    if n and not k:
+                        raise coding.CodingError(f"{n} labels announced for an empty codebook")
+                    labels = coding.fixed_decode(data, _width(k), n)
+                elif p.label_code == "huffman":
+                    lengths = np.frombuffer(tables.take(k), np.uint8).astype(np.int64) - 1
+                    p.label_tables.append(lengths)
+                    labels = coding.huffman_decode(data, nbits, lengths, n)
+                else:
+                    counts = np.array([tables.varint() for _ in range(k)], dtype=np.int64)
+                    p.label_tables.append(counts)
+                    labels = coding.ans_decode(data, counts, n)
+                if labels.size and labels.max() >= k:
+                    raise coding.CodingError(f"a label exceeds the codebook size {k}")
+                streams.append(labels)
+                decoded = labels.astype("<i4").tobytes()
+        except coding.CodingError as exc:
+            raise ContainerError(f"section LBIT (label stream {s}): {exc}") from exc
+        if _crc(decoded) != crc:
+            raise ContainerError(f"label stream {s} decodes to data whose CRC32 does not match; the file was "
+                                 "written by an incompatible coder version or is corrupted")
+    tables.done()
+
+    if p.label_code == "raw":  # codebook of each stream: its distinct values (by bit pattern)
+        for s, values in enumerate(streams):
+            distinct, labels = np.unique(values.view(np.uint32), return_inverse=True)
+            codebooks[s] = distinct.view(np.float32)
+            streams[s] = labels.reshape(-1).astype(np.int32)
+
+    # tensors
+    tensors, passthrough, taken = {}, {}, [0] * len(codebooks)
+    pass_data, pass_offset = p.sections["PASS"], 0
+    for e in p.entries:
+        if e.quantized:
+            labels = np.full(e.size, PRUNED, dtype=np.int32)
+            part = streams[e.codebook][taken[e.codebook] : taken[e.codebook] + e.n_kept]
+            taken[e.codebook] += e.n_kept
+            if e.name in mask_of:
+                labels[mask_of[e.name]] = part
+            else:
+                labels[:] = part
+            tensors[e.name] = QuantizedTensor(e.shape, e.codebook, labels)
+        else:
+            dtype = np.dtype(e.dtype)
+            nbytes = e.size * dtype.itemsize
+            if pass_offset + nbytes > len(pass_data):
+                raise ContainerError(f"section PASS ends at byte {len(pass_data)}, entry {e.name!r} needs "
+                                     f"bytes {pass_offset}..{pass_offset + nbytes}")
+            raw = pass_data[pass_offset : pass_offset + nbytes]
+            passthrough[e.name] = np.frombuffer(raw, dtype).astype(dtype.newbyteorder("=")).reshape(e.shape)
+            pass_offset += nbytes
+    if pass_offset != len(pass_data):
+        raise ContainerError(f"section PASS has {len(pass_data) - pass_offset} bytes beyond its entries")
+    try:
+        return QuantizedModel(codebooks, tensors, passthrough, [e.name for e in p.entries],
+                              [e.name for e in p.entries if e.is_param])
+    except ValueError as exc:
+        raise ContainerError(f"inconsistent content: {exc}") from exc
+
+
+def _read_bytes(path: str | os.PathLike) -> bytes:
+    return Path(path).read_bytes()
+
+
+def read(path: str | os.PathLike) -> QuantizedModel:
+    """The QuantizedModel stored in the .nqz file ``path``. Raises ``ContainerError`` on any defect."""
+    try:
+        return decode(_read_bytes(path))
+    except ContainerError as exc:
+        raise ContainerError(f"{path}: {exc}") from None
+
+
+def load(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The decoded network of the .nqz file ``path`` as a PyTorch state_dict (original key order)."""
+    return read(path).state_dict()
+
+
+# --------------------------------------------------------------------------------------------------
+# saving and accounting
+
+
+def save(path: str | os.PathLike, qmodel: QuantizedModel, *, label_code: str = "huffman",
+         index_code: str = "deep-compression", index_bound: int = DEFAULT_INDEX_BOUND) -> dict[str, Any]:
+    """Write ``qmodel`` to the .nqz file ``path`` (atomically) and return its metrics (see ``metrics``).
+
+    The bytes are decoded again before they are written; a file that does not decode bit-exactly to
+    ``qmodel`` is never written (``RuntimeError``).
+
+    ``index_bound`` (deep-compression only): the largest gap coded without a filler. The default 32 = 2^5
+    is Deep Compression's bound for fc layers (5-bit indices; 8 bits for conv layers), used for all
+    tensors. Measured on i.i.d. masks of 430k elements (stream + table bits per kept weight), 32 stays
+    within 8% of the mask entropy from 1% to 50% density (0.8% at LeNet's 8.5%); a bound of 8 costs 2x
+    at 1% density (every filler takes at least a 1-bit codeword), 256 is 1.7% better at 1% but no better
+    from 3% up (its longer code table costs more than the fillers it saves).
+    """
+    data = encode(qmodel, label_code=label_code, index_code=index_code, index_bound=index_bound)
+    parsed = parse(data)
+    decoded = _decode(parsed)
+    _check_equal(qmodel, decoded)
+    write_bytes(path, data)
+    return _metrics(parsed, decoded)
+
+
+def _check_equal(original: QuantizedModel, decoded: QuantizedModel) -> None:
+    if list(original.order) != list(decoded.order):
+        raise RuntimeError("encoded file does not decode to the same state_dict keys")
+    for name in original.order:
+        if name in original.tensors:
+            same = np.array_equal(original.values(name).view(np.uint32), decoded.values(name).view(np.uint32))
+        else:
+            a, b = np.asarray(original.passthrough[name]), decoded.passthrough[name]
+            same = (a.shape == b.shape and a.dtype.newbyteorder("=") == b.dtype.newbyteorder("=")
+                    and np.ascontiguousarray(a).astype(b.dtype).tobytes() == b.tobytes())
+        if not same:
+            raise RuntimeError(f"encoded file does not decode bit-exactly to {name!r}; nothing was written")
+
+
+def metrics(source: str | os.PathLike | bytes) -> dict[str, Any]:
+    """Size accounting of a .nqz file (path or bytes); JSON-serialisable.
+
+    Keys:
+      file_bytes, file_bits, n_params (N: all parameters, as the paper counts), n_quantized (unpruned
+      quantized weights, the paper's sum |C_i|), n_pruned, n_passthrough_params, n_buffer_elements,
+      codebook_sizes;
+      ratio_file = 32 N / file_bits; bits_per_param = file_bits / N;
+      section_bytes: framed bytes of the header and of every section (they sum to file_bytes);
+      eq1: the paper's eq. (1) terms in bits - codeword_bits (sum |C_i| b_i: the label streams),
+        table_bits (the decoding table's codewords: sum of b_i over the clusters of each codebook,
+        k b for fixed-length; for ans the bits of the stored counts; 0 for raw), shared_value_bits (32 per codebook entry), index_bits (index stream + its
+        table), unquantized_bits (32-bit parameters left unquantized; buffers such as BatchNorm running
+        statistics are in the file but not in eq. (1)), total_bits; ratio_eq1 = 32 N / total_bits;
+      bits_per_weight: average codeword length per quantized weight - fixed, huffman, ans (a real
+        constriction stream), entropy, in_file (the code used); only in_file for raw;
+      label_entropy_bits: empirical entropy of the labels per quantized weight (per codebook, weighted);
+      index_bits_per_kept: index bits (stream + table) per quantized weight for deep-compression (with
+        this file's bound) and mask-ans, and the mask entropy bound (sum size * H(kept/size)).
+    """
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        parsed = parse(bytes(source))
+        return _metrics(parsed, _decode(parsed))
+    try:
+        parsed = parse(_read_bytes(source))
+        return _metrics(parsed, _decode(parsed))
+    except ContainerError as exc:
+        raise ContainerError(f"{source}: {exc}") from None
+
+
+def _metrics(p: Parsed, q: QuantizedModel) -> dict[str, Any]:
+    streams = _streams(q)
+    n_kept = sum(s.size for s in streams)
+    n_params = q.n_params
+    params = set(q.param_names)
+
+    def per(bits: float) -> float:  # bits per quantized (unpruned) weight
+        return bits / n_kept if n_kept else 0.0
+
+    label_bits = sum(p.label_bits)
+    if p.label_code == "raw":
+        table_bits = 0
+        shared_bits = 0
+        bits_per_weight = {"in_file": per(label_bits)}
+        entropy = None
+    else:
+        ks = [len(b) for b in q.codebooks]
+        counts = [coding.symbol_counts(s, k) for s, k in zip(streams, ks)]
+        huffman = [coding.huffman_lengths(c) for c in counts]
+        if p.label_code == "fixed":
+            table_bits = sum(k * _width(k) for k in ks)
+        elif p.label_code == "huffman":
+            table_bits = sum(int(lengths[lengths > 0].sum()) for lengths in p.label_tables)
+        else:
+            table_bits = 8 * len(p.sections["LTAB"])
+        shared_bits = 32 * sum(ks)
+        bits_per_weight = {
+            "fixed": per(sum(s.size * _width(k) for s, k in zip(streams, ks))),
+            "huffman": per(sum(int(np.dot(c, np.maximum(h, 0))) for c, h in zip(counts, huffman))),
+            "ans": per(sum(8 * len(coding.ans_encode(s, c)) for s, c in zip(streams, counts))),
+            "entropy": per(sum(s.size * coding.entropy_bits(c) for s, c in zip(streams, counts))),
+            "in_file": per(label_bits),
+        }
+        entropy = bits_per_weight["entropy"]
+
+    index_bits = p.index_bits + 8 * len(p.sections["ITAB"])
+    unquantized_bits = sum(8 * np.asarray(a).nbytes for n, a in q.passthrough.items() if n in params)
+    eq1 = {
+        "codeword_bits": label_bits,
+        "table_bits": table_bits,
+        "shared_value_bits": shared_bits,
+        "index_bits": index_bits,
+        "unquantized_bits": unquantized_bits,
+    }
+    eq1["total_bits"] = sum(eq1.values())
+
+    sparse = _sparse(q)
+    masks = [q.tensors[n].mask for n in sparse]
+    index_per_code = {}
+    for code in INDEX_CODES:
+        if code == p.index_code:
+            bits = index_bits
+        else:
+            table, _, _, nbits = _index_stream(masks, code, p.index_bound)
+            bits = nbits + 8 * len(table)
+        index_per_code[code] = per(bits)
+    index_per_code["entropy"] = per(coding.mask_entropy_bits([m.size for m in masks], [int(m.sum()) for m in masks]))
+
+    file_bits = 8 * p.file_bytes
+    return {
+        "format_version": p.version,
+        "label_code": p.label_code,
+        "index_code": p.index_code,
+        "index_bound": p.index_bound,
+        "file_bytes": p.file_bytes,
+        "file_bits": file_bits,
+        "n_params": n_params,
+        "n_quantized": n_kept,
+        "n_pruned": sum(int((~t.mask).sum()) for t in q.tensors.values()),
+        "n_passthrough_params": sum(int(np.asarray(a).size) for n, a in q.passthrough.items() if n in params),
+        "n_buffer_elements": sum(int(np.asarray(a).size) for n, a in q.passthrough.items() if n not in params),
+        "codebook_sizes": [len(b) for b in q.codebooks],
+        "ratio_file": 32 * n_params / file_bits,
+        "bits_per_param": file_bits / n_params if n_params else 0.0,
+        "section_bytes": dict(p.section_bytes),
+        "eq1": eq1,
+        "ratio_eq1": 32 * n_params / eq1["total_bits"] if eq1["total_bits"] else math.inf,
+        "bits_per_weight": bits_per_weight,
+        "label_entropy_bits": entropy,
+        "index_bits_per_kept": index_per_code,
+    }
+
+
+def eq1_ratio(cluster_sizes, code_lengths, *, n_params: int | None = None, index_bits: int = 0,
+              b: int = 32) -> float:
+    """The paper's eq. (1): ``N b / (sum_i (|C_i| + 1) b_i + k b + index_bits)``.
+
+    ``cluster_sizes`` |C_i| and ``code_lengths`` b_i: one entry per cluster (k of them);
+    ``n_params`` N defaults to ``sum |C_i|`` (an unpruned model).
+    """
+    sizes = np.asarray(cluster_sizes, dtype=np.int64)
+    lengths = np.asarray(code_lengths, dtype=np.int64)
+    if sizes.shape != lengths.shape:
+        raise ValueError(f"{sizes.size} cluster sizes but {lengths.size} code lengths")
+    n = int(sizes.sum()) if n_params is None else n_params
+    return n * b / (int(((sizes + 1) * lengths).sum()) + sizes.size * b + index_bits)
+
+
+# --------------------------------------------------------------------------------------------------
+# the pruned-but-unquantized model
+
+
+def from_pruned(state_dict: dict[str, Any], masks: dict[str, Any], *,
+                param_names: list[str] | None = None) -> QuantizedModel:
+    """A pruned float32 model as a QuantizedModel, to be saved with ``label_code="raw"``.
+
+    Every entry with a mask (bool, True = kept, same shape) becomes a quantized tensor whose codebook is
+    the set of its distinct kept values (by bit pattern, so -0.0 and NaN payloads survive); the others
+    are passthrough. Saved with ``label_code="raw"`` the file stores each kept value in 32 bits plus the
+    coded positions: the paper's "pruned model" row. ``param_names``: the entries that are nn.Parameters
+    (the paper's N); default all entries - pass ``[n for n, _ in model.named_parameters()]`` to leave out
+    buffers.
+    """
+    unknown = set(masks) - set(state_dict)
+    if unknown:
+        raise ValueError(f"masks for entries not in the state_dict: {sorted(unknown)}")
+    codebooks, tensors, passthrough = [], {}, {}
+    for name, value in state_dict.items():
+        arr = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+        if name not in masks:
+            passthrough[name] = arr
+            continue
+        if arr.dtype != np.float32:
+            raise ValueError(f"{name}: pruned tensors must be float32 to be stored exactly, got {arr.dtype}")
+        mask = masks[name]
+        mask = (mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)).astype(bool)
+        if mask.shape != arr.shape:
+            raise ValueError(f"{name}: mask shape {mask.shape} differs from tensor shape {arr.shape}")
+        kept = arr.reshape(-1)[mask.reshape(-1)]
+        distinct, inverse = np.unique(kept.view(np.uint32), return_inverse=True)
+        labels = np.full(arr.size, PRUNED, dtype=np.int32)
+        labels[mask.reshape(-1)] = inverse.reshape(-1)
+        tensors[name] = QuantizedTensor(arr.shape, len(codebooks), labels)
+        codebooks.append(distinct.view(np.float32))
+    names = list(state_dict)
+    return QuantizedModel(codebooks, tensors, passthrough, names, names if param_names is None else list(param_names))

@@ -1,0 +1,361 @@
+"""The .nqz container: bit-exact round trips, accounting, and detection of damaged or foreign files."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import netquant
+from netquant import container, models
+from netquant.container import ContainerError
+from netquant.qmodel import PRUNED, QuantizedModel, QuantizedTensor
+
+KEEP = 0.09  # Table 1: LeNet pruned by 91%
+
+
+def prune_masks(state_dict, names, keep=KEEP):
+    """Magnitude pruning: keep the ``keep`` fraction of largest |w| of every named tensor."""
+    masks = {}
+    for name in names:
+        w = state_dict[name].abs().reshape(-1)
+        n_keep = max(1, round(keep * w.numel()))
+        threshold = w.kthvalue(w.numel() - n_keep + 1).values
+        masks[name] = state_dict[name].abs() >= threshold
+    return masks
+
+
+def quantize_uniform(values: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Round to the nearest of k evenly spaced centres over [min, max]: (centres float32 [k], labels)."""
+    lo, hi = float(values.min()), float(values.max())
+    centres = np.linspace(lo, hi, k).astype(np.float32)
+    labels = np.clip(np.rint((values - lo) / ((hi - lo) / (k - 1))), 0, k - 1).astype(np.int32)
+    return centres, labels
+
+
+def quantized_lenet(*, per_layer: bool = False, k: int = 32) -> QuantizedModel:
+    """LeNet-5, weights pruned to 9% by magnitude and quantized; biases left unquantized."""
+    torch.manual_seed(0)
+    model = models.build("lenet5")
+    sd = model.state_dict()
+    weights = [n for n in sd if n.endswith("weight")]
+    masks = prune_masks(sd, weights)
+    kept = {n: sd[n].reshape(-1)[masks[n].reshape(-1)].numpy() for n in weights}
+    codebooks, tensors = [], {}
+    if not per_layer:
+        centres, labels = quantize_uniform(np.concatenate(list(kept.values())), k)
+        codebooks.append(centres)
+        splits = np.split(labels, np.cumsum([v.size for v in kept.values()])[:-1])
+    for i, name in enumerate(weights):
+        if per_layer:
+            centres, part = quantize_uniform(kept[name], k)
+            codebooks.append(centres)
+        else:
+            part = splits[i]
+        labels = np.full(sd[name].numel(), PRUNED, dtype=np.int32)
+        labels[masks[name].reshape(-1).numpy()] = part
+        tensors[name] = QuantizedTensor(tuple(sd[name].shape), i if per_layer else 0, labels)
+    passthrough = {n: v.numpy() for n, v in sd.items() if n not in tensors}
+    return QuantizedModel(codebooks, tensors, passthrough, list(sd), [n for n, _ in model.named_parameters()])
+
+
+@pytest.fixture(scope="module")
+def lenet() -> QuantizedModel:
+    return quantized_lenet()
+
+
+def assert_state_dicts_identical(got: dict, want: dict) -> None:
+    assert list(got) == list(want)
+    for name in want:
+        assert got[name].dtype == want[name].dtype, name
+        assert got[name].shape == want[name].shape, name
+        a, b = got[name].contiguous().numpy(), want[name].contiguous().numpy()
+        assert a.tobytes() == b.tobytes(), name  # bit-exact, -0.0 and NaN included
+
+
+@pytest.mark.parametrize("label_code", ["huffman", "fixed", "ans"])
+@pytest.mark.parametrize("index_code", ["deep-compression", "mask-ans"])
+def test_lenet_round_trip(tmp_path, lenet, label_code, index_code):
+    path = tmp_path / "m.nqz"
+    m = container.save(path, lenet, label_code=label_code, index_code=index_code)
+    assert_state_dicts_identical(container.load(path), lenet.state_dict())
+    q = container.read(path)
+    assert q.n_params == lenet.n_params == 431_080
+    assert q.param_names == lenet.param_names
+    for name, t in lenet.tensors.items():
+        np.testing.assert_array_equal(q.tensors[name].labels, t.labels)
+        assert q.tensors[name].shape == t.shape
+    np.testing.assert_array_equal(q.codebooks[0], lenet.codebooks[0])
+
+    size = os.path.getsize(path)
+    assert m["file_bytes"] == size and m["file_bits"] == 8 * size
+    assert sum(m["section_bytes"].values()) == size
+    assert m["ratio_file"] == pytest.approx(32 * 431_080 / (8 * size))
+    assert m["n_quantized"] == lenet.n_quantized
+    assert m["n_quantized"] + m["n_pruned"] + m["n_passthrough_params"] == 431_080
+    assert m["label_code"] == label_code and m["index_code"] == index_code
+    json.dumps(m)  # plain JSON
+    assert container.metrics(path) == m
+
+    bpw = m["bits_per_weight"]
+    assert bpw["fixed"] == 5.0  # k = 32
+    assert bpw["entropy"] <= bpw["ans"] <= bpw["entropy"] * 1.01 + 0.01
+    assert bpw["entropy"] <= bpw["huffman"] < bpw["entropy"] + 1
+    assert bpw["in_file"] == bpw[label_code]
+    idx = m["index_bits_per_kept"]
+    assert idx["entropy"] <= idx["mask-ans"] < idx["deep-compression"]
+    assert 4.0 < idx["deep-compression"] < 6.0  # ~4.9 bits per kept weight at 9% density (paper digest)
+    eq1 = m["eq1"]
+    assert eq1["codeword_bits"] == pytest.approx(bpw["in_file"] * m["n_quantized"])
+    assert eq1["shared_value_bits"] == 32 * 32
+    assert eq1["unquantized_bits"] == 32 * m["n_passthrough_params"]
+    assert eq1["index_bits"] == pytest.approx(idx[index_code] * m["n_quantized"])
+    # the file holds eq. (1)'s content plus framing, names, shapes and counts: a few hundred bytes
+    assert 0 < m["file_bits"] - eq1["total_bits"] < 8 * 800
+
+
+def test_lenet_sizes_are_what_the_paper_implies(lenet, tmp_path):
+    """Huffman + Deep Compression indexes on a 9%-kept LeNet: ratio between 35x and 60x."""
+    m = container.save(tmp_path / "m.nqz", lenet)
+    assert 35 < m["ratio_file"] < 60
+    assert m["ratio_file"] < m["ratio_eq1"]
+
+
+def test_per_layer_codebooks(tmp_path):
+    q = quantized_lenet(per_layer=True, k=16)
+    for code in ("huffman", "ans", "fixed"):
+        m = container.save(tmp_path / "m.nqz", q, label_code=code)
+        assert_state_dicts_identical(container.load(tmp_path / "m.nqz"), q.state_dict())
+        assert m["codebook_sizes"] == [16] * 4
+        assert m["eq1"]["shared_value_bits"] == 4 * 16 * 32
+    assert container.read(tmp_path / "m.nqz").tensors["fc1.weight"].codebook == 2
+
+
+def test_resnet_buffers_dtypes_and_dense_tensors(tmp_path):
+    """Unpruned ResNet-32: dense tensors (no index bits), BatchNorm buffers incl. int64 counters kept as-is."""
+    torch.manual_seed(0)
+    model = models.build("resnet32")
+    sd = model.state_dict()
+    sd["bn1.running_var"].uniform_(0.5, 2.0)
+    sd["bn1.running_mean"][0] = -0.0
+    convs = [n for n in sd if n.endswith("weight") and sd[n].dim() == 4]
+    centres, labels = quantize_uniform(torch.cat([sd[n].reshape(-1) for n in convs]).numpy(), 8)
+    splits = np.split(labels, np.cumsum([sd[n].numel() for n in convs])[:-1])
+    tensors = {n: QuantizedTensor(tuple(sd[n].shape), 0, part) for n, part in zip(convs, splits)}
+    passthrough = {n: v.numpy() for n, v in sd.items() if n not in tensors}
+    passthrough["extra.flag"] = np.array([True, False, True])
+    passthrough["extra.half"] = np.array([1.5, -2.25], dtype=np.float16)
+    passthrough["extra.transposed"] = np.arange(6, dtype=np.float32).reshape(2, 3).T  # not C-contiguous
+    order = [*sd, "extra.flag", "extra.half", "extra.transposed"]
+    params = [n for n, _ in model.named_parameters()]
+    q = QuantizedModel([centres], tensors, passthrough, order, params)
+    m = container.save(tmp_path / "r.nqz", q, label_code="fixed")
+    got = container.load(tmp_path / "r.nqz")
+    assert_state_dicts_identical(got, q.state_dict())
+    assert got["bn1.num_batches_tracked"].dtype == torch.int64 and got["bn1.num_batches_tracked"].dim() == 0
+    assert got["extra.flag"].dtype == torch.bool
+    assert m["n_params"] == 464_154
+    assert m["n_pruned"] == 0 and m["eq1"]["index_bits"] == 0 and m["section_bytes"]["IBIT"] == 12
+    assert m["bits_per_weight"]["fixed"] == 3.0
+    assert m["n_buffer_elements"] > 0
+
+
+def test_eq1_by_hand(tmp_path):
+    """One 8-element tensor, labels 0,0,0,0,1,1,2,3 (|C| = 4, 2, 1, 1), k = 4.
+
+    Huffman lengths 1, 2, 3, 3: codewords 4*1 + 2*2 + 3 + 3 = 14 bits, decoding table 1 + 2 + 3 + 3 = 9,
+    shared values 4 * 32 = 128: 151 bits, ratio 8 * 32 / 151. Fixed (2 bits): 16 + 8 + 128 = 152.
+    """
+    q = QuantizedModel([np.array([0.5, -0.5, 1.0, -1.0], np.float32)],
+                       {"w": QuantizedTensor((2, 4), 0, np.array([0, 0, 0, 0, 1, 1, 2, 3]))}, {}, ["w"], ["w"])
+    m = container.save(tmp_path / "h.nqz", q, label_code="huffman")
+    assert m["eq1"] == {"codeword_bits": 14, "table_bits": 9, "shared_value_bits": 128, "index_bits": 0,
+                        "unquantized_bits": 0, "total_bits": 151}
+    assert m["ratio_eq1"] == pytest.approx(256 / 151)
+    assert container.eq1_ratio([4, 2, 1, 1], [1, 2, 3, 3]) == pytest.approx(256 / 151)
+    assert m["bits_per_weight"]["huffman"] == 14 / 8
+    assert m["label_entropy_bits"] == pytest.approx(1.75)
+    m = container.save(tmp_path / "f.nqz", q, label_code="fixed")
+    assert m["eq1"]["total_bits"] == 16 + 8 + 128
+    assert container.eq1_ratio([4, 2, 1, 1], [2, 2, 2, 2]) == pytest.approx(256 / 152)
+    # a pruned model adds its index bits; N counts the pruned parameters too
+    assert container.eq1_ratio([4, 2, 1, 1], [1, 2, 3, 3], n_params=80, index_bits=49) == pytest.approx(2560 / 200)
+
+
+def test_pruned_unquantized_model(tmp_path):
+    """The paper's 'pruned model' row: 32-bit kept values plus coded positions."""
+    torch.manual_seed(0)
+    model = models.build("lenet5")
+    sd = model.state_dict()
+    masks = prune_masks(sd, [n for n in sd if n.endswith("weight")])
+    sd["conv1.weight"].view(-1)[masks["conv1.weight"].view(-1).nonzero()[0]] = -0.0  # a kept -0.0 survives
+    q = container.from_pruned(sd, masks, param_names=[n for n, _ in model.named_parameters()])
+    m = container.save(tmp_path / "p.nqz", q, label_code="raw")
+    got = container.load(tmp_path / "p.nqz")
+    want = {n: (torch.where(masks[n], v, torch.zeros(())) if n in masks else v) for n, v in sd.items()}
+    assert_state_dicts_identical(got, want)
+    kept = sum(int(v.sum()) for v in masks.values())
+    assert m["eq1"]["codeword_bits"] == 32 * kept
+    assert m["eq1"]["shared_value_bits"] == 0 and m["section_bytes"]["BOOK"] == 12
+    assert m["bits_per_weight"] == {"in_file": 32.0} and m["label_entropy_bits"] is None
+    assert 8 < m["ratio_file"] < 11  # paper: 10.13 for LeNet at 8.55-9% kept
+    assert container.metrics(tmp_path / "p.nqz") == m
+    with pytest.raises(ValueError, match="float32"):
+        container.from_pruned({"w": torch.zeros(3, dtype=torch.float64)}, {"w": torch.ones(3, dtype=torch.bool)})
+    with pytest.raises(ValueError, match="mask shape"):
+        container.from_pruned({"w": torch.zeros(3)}, {"w": torch.ones(4, dtype=torch.bool)})
+
+
+def test_edge_models(tmp_path):
+    """One codebook entry (0 bits per label), a fully pruned tensor, a 0-d passthrough."""
+    labels = np.full(10, PRUNED, np.int32)
+    q = QuantizedModel([np.array([0.25], np.float32)],
+                       {"a": QuantizedTensor((10,), 0, labels), "b": QuantizedTensor((2, 3), 0, np.zeros(6))},
+                       {"c": np.array(3.0, np.float32)}, ["a", "b", "c"], ["a", "b", "c"])
+    for label_code in ("huffman", "fixed", "ans"):
+        for index_code in ("deep-compression", "mask-ans"):
+            m = container.save(tmp_path / "e.nqz", q, label_code=label_code, index_code=index_code)
+            assert_state_dicts_identical(container.load(tmp_path / "e.nqz"), q.state_dict())
+            assert m["eq1"]["codeword_bits"] == 0 and m["eq1"]["index_bits"] <= 16
+
+
+def test_bad_options_write_nothing(tmp_path, lenet):
+    with pytest.raises(ValueError, match="label_code must be one of fixed, huffman, ans, raw"):
+        container.save(tmp_path / "x.nqz", lenet, label_code="zip")
+    with pytest.raises(ValueError, match="index_code"):
+        container.save(tmp_path / "x.nqz", lenet, index_code="csr")
+    with pytest.raises(ValueError, match="index_bound"):
+        container.save(tmp_path / "x.nqz", lenet, index_bound=0)
+    assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------------------------------
+# damaged and foreign files
+
+
+@pytest.fixture(scope="module")
+def small_file() -> bytes:
+    """A small pruned, quantized model with every section non-empty."""
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 4, 60).astype(np.int32)
+    labels[rng.random(60) < 0.5] = PRUNED
+    q = QuantizedModel([np.array([-1.0, -0.1, 0.1, 1.0], np.float32)],
+                       {"w": QuantizedTensor((6, 10), 0, labels)}, {"b": np.arange(3, dtype=np.float32)},
+                       ["w", "b"], ["w", "b"])
+    return container.encode(q)
+
+
+def test_every_truncation_is_detected(small_file):
+    for n in range(len(small_file)):
+        with pytest.raises(ContainerError, match=f"truncated at byte {n}" if n >= 8 else "truncated|magic"):
+            container.decode(small_file[:n])
+
+
+def test_every_bit_flip_is_detected(small_file):
+    for i in range(len(small_file)):
+        for bit in (0, 5):
+            damaged = bytearray(small_file)
+            damaged[i] ^= 1 << bit
+            expected = "CRC mismatch|magic|version|truncated|expected section|unexpected"
+            with pytest.raises(ContainerError, match=expected):
+                container.decode(bytes(damaged))
+
+
+def _sections(data: bytes) -> dict[str, tuple[int, int]]:
+    """(start, end) of each framed section."""
+    out, pos = {}, 16
+    for tag in container.SECTIONS:
+        length = struct.unpack_from("<I", data, pos + 4)[0]
+        out[tag] = (pos, pos + 8 + length + 4)
+        pos += 8 + length + 4
+    return out
+
+
+def _reframe(data: bytes, tag: str, payload: bytes) -> bytes:
+    """Replace a section's payload and recompute its length and CRC (a well-formed but altered file)."""
+    start, end = _sections(data)[tag]
+    framed = tag.encode() + struct.pack("<I", len(payload)) + payload
+    return data[:start] + framed + struct.pack("<I", zlib.crc32(framed)) + data[end:]
+
+
+def test_lenet_bit_flips_name_the_section(lenet):
+    data = container.encode(lenet)
+    sections = _sections(data)
+    rng = np.random.default_rng(0)
+    for tag, (start, end) in sections.items():
+        for i in rng.integers(start + 8, end - 4, size=5):  # inside the payload
+            damaged = bytearray(data)
+            damaged[i] ^= 0x10
+            with pytest.raises(ContainerError, match=f"CRC mismatch in section {tag} "):
+                container.decode(bytes(damaged))
+
+
+@pytest.mark.parametrize("label_code,index_code", [("huffman", "deep-compression"), ("ans", "mask-ans"),
+                                                    ("fixed", "deep-compression")])
+def test_altered_streams_with_valid_crc_never_give_a_wrong_model(lenet, label_code, index_code):
+    """Streams changed behind a recomputed section CRC (e.g. another coder version): still an error."""
+    data = container.encode(lenet, label_code=label_code, index_code=index_code)
+    rng = np.random.default_rng(1)
+    for tag in ("LBIT", "IBIT"):
+        start, end = _sections(data)[tag]
+        payload = data[start + 8 : end - 4]
+        for i in rng.integers(0, len(payload), size=8):
+            altered = bytearray(payload)
+            altered[i] ^= 1 << int(rng.integers(8))
+            with pytest.raises(ContainerError):
+                container.decode(_reframe(data, tag, bytes(altered)))
+
+
+def test_foreign_and_future_files(tmp_path, small_file):
+    with pytest.raises(ContainerError, match="bad magic"):
+        container.decode(b"PK\x03\x04" + bytes(100))
+    torch.save({"w": torch.zeros(3)}, tmp_path / "model.pt")
+    with pytest.raises(ContainerError, match="bad magic"):
+        container.read(tmp_path / "model.pt")
+    with pytest.raises(ContainerError, match="truncated at byte 0"):
+        container.decode(b"")
+    future = bytearray(small_file)
+    future[8:10] = struct.pack("<H", 2)
+    future[12:16] = struct.pack("<I", zlib.crc32(bytes(future[:12])))
+    with pytest.raises(ContainerError, match="unsupported format version 2"):
+        container.decode(bytes(future))
+    with pytest.raises(ContainerError, match="3 unexpected bytes after the last section"):
+        container.decode(small_file + b"abc")
+    (tmp_path / "bad.nqz").write_bytes(small_file[:-1])
+    with pytest.raises(ContainerError, match="bad.nqz: truncated"):
+        container.load(tmp_path / "bad.nqz")
+
+
+# --------------------------------------------------------------------------------------------------
+# command line
+
+
+def _run(*args):
+    env = dict(os.environ, PYTHONPATH=str(Path(netquant.__file__).parents[1]), OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-m", "netquant", *map(str, args)], capture_output=True, text=True,
+                          env=env, timeout=120)
+
+
+def test_cli_inspect_and_decode(tmp_path, lenet):
+    path = tmp_path / "m.nqz"
+    m = container.save(path, lenet)
+    out = _run("inspect", path)
+    assert out.returncode == 0, out.stderr
+    assert f"{m['ratio_file']:.2f}" in out.stdout and "entropy" in out.stdout and "IBIT" in out.stdout
+    out = _run("inspect", "--json", path)
+    assert out.returncode == 0 and json.loads(out.stdout) == m
+    out = _run("decode", path, tmp_path / "sd.pt")
+    assert out.returncode == 0, out.stderr
+    assert_state_dicts_identical(torch.load(tmp_path / "sd.pt", weights_only=True), lenet.state_dict())
+    (tmp_path / "bad.nqz").write_bytes(path.read_bytes()[:1000])
+    out = _run("decode", tmp_path / "bad.nqz", tmp_path / "bad.pt")
+    assert out.returncode == 2 and "truncated at byte 1000" in out.stderr
+    assert not (tmp_path / "bad.pt").exists()

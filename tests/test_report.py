@@ -1,0 +1,397 @@
+"""Tests of netquant.report on a synthetic points table: Table 1 selection, paper numbers, figures, tables."""
+
+import math
+
+import jinja2
+import numpy as np
+import pandas as pd
+import pytest
+from docutils.core import publish_parts
+from matplotlib.colors import to_hex
+
+from netquant import report
+
+K_GRID = (2, 4, 8, 16, 32, 64, 128)
+# (method, importance, rate_name, extra effective bits, Huffman length / fixed length)
+METHODS = (
+    ("kmeans", "none", "k", 0.0, 0.85),
+    ("hwkmeans", "hessian-50000", "k", 0.3, 0.80),
+    ("hwkmeans", "hessian-1000", "k", 0.25, 0.80),
+    ("hwkmeans", "adam", "k", 0.2, 0.80),
+    ("uniform", "hessian-50000", "step", -0.4, 0.55),
+    ("uniform", "none", "step", -0.5, 0.55),
+    ("ecsq", "hessian-50000", "lam", -0.3, 0.50),
+    ("dp-kmeans", "hessian-50000", "k", 0.35, 0.80),
+    ("dp-ecsq", "hessian-50000", "lam", -0.2, 0.50),
+)
+TOP = {"lenet5": 99.2, "resnet32": 92.5}
+KEPT = {"lenet5": 0.09, "resnet32": 0.2}
+INDEX_BITS = {"lenet5": 4.9, "resnet32": 3.4}
+
+
+def _point(network, variant, scope, method, importance, rate_name, k, extra, huffman_factor, finetuned):
+    bits_fixed = math.log2(k)
+    bits_huffman = bits_fixed * huffman_factor
+    effective = bits_fixed + extra + (0.7 if finetuned else 0.0) - (0.2 if scope == "layer" else 0.0)
+    accuracy = max(10.0, TOP[network] + 0.05 - 80.0 * math.exp(-1.6 * effective))
+    if variant == "pruned":
+        ratio = 32.0 / (KEPT[network] * (bits_huffman + INDEX_BITS[network]))
+    else:
+        ratio = 32.0 / bits_huffman
+    rate_value = {"k": float(k), "step": 0.5 / k, "lam": 1e-3 / k}[rate_name]
+    return dict(network=network, variant=variant, scope=scope, method=method, importance=importance,
+                rate_name=rate_name, rate_value=rate_value, finetuned=finetuned, clusters=k,
+                entropy_bits=bits_huffman - 0.05, bits_fixed=float(math.ceil(bits_fixed)), bits_huffman=bits_huffman,
+                bits_ans=bits_huffman - 0.03, accuracy=round(accuracy, 2), top5=math.nan, ratio_file=ratio,
+                ratio_eq1=ratio * 1.02, ratio_file_ans=ratio * 1.03,
+                ratio_file_runlength=ratio * 1.1 if variant == "pruned" else math.nan,
+                file_bytes=1000, path=f"results/{network}/{variant}/{method}-{importance}-{k}-{finetuned}.nqz")
+
+
+def synthetic_points():
+    rows = []
+    for network in TOP:
+        for variant in ("baseline", "pruned"):
+            for method, importance, rate_name, extra, factor in METHODS:
+                if variant == "pruned" and importance in ("hessian-1000", "adam"):
+                    continue  # Figure 2 only: unpruned models
+                scopes = ("all", "layer") if (variant, method) == ("pruned", "kmeans") else ("all",)
+                for scope in scopes:
+                    for k in K_GRID:
+                        for finetuned in (False, True):
+                            rows.append(_point(network, variant, scope, method, importance, rate_name, k, extra,
+                                               factor, finetuned))
+    return pd.DataFrame(rows)
+
+
+def synthetic_models():
+    return pd.DataFrame([
+        dict(network="lenet5", variant="baseline", accuracy=99.21, top5=math.nan, parameters=431080,
+             nonzeros=431080, ratio_file=math.nan),
+        dict(network="lenet5", variant="pruned", accuracy=99.22, top5=math.nan, parameters=431080,
+             nonzeros=38797, ratio_file=9.8),
+        dict(network="resnet32", variant="baseline", accuracy=92.4, top5=math.nan, parameters=464154,
+             nonzeros=464154, ratio_file=math.nan),
+        dict(network="resnet32", variant="pruned", accuracy=92.45, top5=math.nan, parameters=464154,
+             nonzeros=92831, ratio_file=4.4),
+    ])
+
+
+SKIPPED = {"alexnet": "imagenet_root is not set"}
+
+
+def _curve_points(accuracy_ratio, network="lenet5", method="uniform", importance="hessian-50000"):
+    """Fine-tuned pruned points of one curve with the given (accuracy, ratio_file) pairs."""
+    return pd.DataFrame([
+        dict(network=network, variant="pruned", scope="all", method=method, importance=importance, rate_name="step",
+             rate_value=0.01 * (i + 1), finetuned=True, clusters=10 + i, bits_huffman=2.0, accuracy=acc, top5=math.nan,
+             ratio_file=ratio, ratio_file_ans=ratio + 1, ratio_file_runlength=ratio + 2, path=f"p{i}")
+        for i, (acc, ratio) in enumerate(accuracy_ratio)
+    ])
+
+
+def _models(pruned_accuracy, network="lenet5"):
+    return pd.DataFrame([
+        dict(network=network, variant="baseline", accuracy=99.25, top5=math.nan, parameters=1000, nonzeros=1000,
+             ratio_file=math.nan),
+        dict(network=network, variant="pruned", accuracy=pruned_accuracy, top5=math.nan, parameters=1000,
+             nonzeros=90, ratio_file=10.0),
+    ])
+
+
+def _cell(table, network, row):
+    rows = table[(table["network"] == network) & (table["row"] == row)]
+    assert len(rows) == 1
+    return rows.iloc[0]
+
+
+# ------------------------------------------------------------------------------------ selection rule
+def test_table1_picks_largest_ratio_meeting_the_floor():
+    # the 60x point misses the floor of 99.27; among the rest, 50x is the largest ratio
+    points = _curve_points([(99.30, 30.0), (99.27, 50.0), (99.26, 60.0), (99.28, 40.0)])
+    table = report.select_table1(points, _models(99.27))
+    uniform = _cell(table, "lenet5", "uniform")
+    assert uniform["status"] == "selected"
+    assert (uniform["accuracy"], uniform["ratio"]) == (99.27, 50.0)
+    assert uniform["floor"] == 99.27
+    # the ANS and run-length rows report the other ratios of the same chosen file
+    assert _cell(table, "lenet5", "uniform-ans")["ratio"] == 51.0
+    assert _cell(table, "lenet5", "uniform-runlength")["ratio"] == 52.0
+    assert _cell(table, "lenet5", "uniform-ans")["path"] == uniform["path"] == "p1"
+
+
+def test_table1_tolerance_lowers_the_floor():
+    points = _curve_points([(99.30, 30.0), (98.99, 60.0), (98.98, 70.0)])
+    strict = _cell(report.select_table1(points, _models(99.04)), "lenet5", "uniform")
+    assert strict["ratio"] == 30.0
+    tolerant = _cell(report.select_table1(points, _models(99.04), tolerance=0.05), "lenet5", "uniform")
+    # 99.04 - 0.05 is 98.99000000000001 in floating point; 98.99 must still qualify
+    assert 99.04 - 0.05 > 98.99
+    assert (tolerant["accuracy"], tolerant["ratio"]) == (98.99, 60.0)
+    assert tolerant["floor"] == pytest.approx(98.99)
+
+
+def test_table1_only_uses_pruned_all_layer_finetuned_points():
+    good = _curve_points([(99.30, 30.0)])
+    tempting = pd.concat([
+        _curve_points([(99.9, 90.0)]).assign(finetuned=False),
+        _curve_points([(99.9, 91.0)]).assign(scope="layer"),
+        _curve_points([(99.9, 92.0)]).assign(variant="baseline"),
+        _curve_points([(99.9, 93.0)], importance="none"),
+    ])
+    table = report.select_table1(pd.concat([good, tempting], ignore_index=True), _models(99.27))
+    assert _cell(table, "lenet5", "uniform")["ratio"] == 30.0
+
+
+def test_table1_fallback_is_the_most_accurate_point_and_flagged():
+    points = _curve_points([(99.10, 60.0), (99.20, 40.0), (99.20, 45.0), (98.0, 80.0)])
+    uniform = _cell(report.select_table1(points, _models(99.27)), "lenet5", "uniform")
+    assert uniform["status"] == "fallback"
+    assert (uniform["accuracy"], uniform["ratio"]) == (99.20, 45.0)
+    assert "floor 99.27%" in uniform["note"]
+
+
+def test_table1_rows_paper_numbers_and_differences():
+    table = report.select_table1(synthetic_points(), synthetic_models(), skipped=SKIPPED)
+    assert list(table.columns) == list(report.TABLE1_COLUMNS)
+    assert list(dict.fromkeys(table["network"])) == ["lenet5", "resnet32", "alexnet"]
+    assert list(table[table["network"] == "lenet5"]["row"]) == [r.key for r in report.TABLE1_ROWS]
+    uniform = _cell(table, "lenet5", "uniform")
+    assert (uniform["paper_accuracy"], uniform["paper_ratio"]) == (99.28, 51.25)
+    assert uniform["diff_ratio"] == pytest.approx(uniform["ratio"] - 51.25)
+    assert uniform["diff_accuracy"] == pytest.approx(uniform["accuracy"] - 99.28)
+    assert uniform["status"] == "selected" and uniform["accuracy"] >= 99.22
+    pruned = _cell(table, "lenet5", "pruned")
+    assert (pruned["status"], pruned["accuracy"], pruned["ratio"]) == ("model", 99.22, 9.8)
+    assert pruned["diff_ratio"] == pytest.approx(9.8 - 10.13)
+    original = _cell(table, "resnet32", "original")
+    assert original["accuracy"] == 92.4 and math.isnan(original["ratio"]) and original["paper_accuracy"] == 92.58
+    assert _cell(table, "lenet5", "deep-compression")["status"] == "paper only"
+    assert math.isnan(_cell(table, "lenet5", "dp-kmeans")["paper_ratio"])  # beyond the paper
+    # no pruned Adam points in the synthetic sweep: said, not invented
+    adam = _cell(table, "lenet5", "adam-kmeans")
+    assert adam["status"] == "no points" and math.isnan(adam["accuracy"])
+
+
+def test_skipped_network_rows_say_why():
+    table = report.select_table1(synthetic_points(), synthetic_models(), skipped=SKIPPED)
+    alexnet = table[table["network"] == "alexnet"]
+    assert set(alexnet["status"]) == {"not run"}
+    assert set(alexnet["note"]) == {"not run: imagenet_root is not set"}
+    assert alexnet["accuracy"].isna().all()
+    assert _cell(table, "alexnet", "uniform")["paper_ratio"] == 40.65
+
+
+def test_alexnet_rows_fall_back_to_adam_importance():
+    points = _curve_points([(56.2, 40.0)], network="alexnet", importance="adam")
+    table = report.select_table1(points, _models(56.0, network="alexnet"))
+    uniform = _cell(table, "alexnet", "uniform")
+    assert (uniform["importance"], uniform["ratio"], uniform["paper_ratio"]) == ("adam", 40.0, 40.65)
+
+
+# -------------------------------------------------------------------------------------- paper numbers
+DIGEST_TABLE1 = {  # /work/shared/paper/README.md, section 3 (accuracy %, ratio)
+    "lenet5": {"original": (99.25, None), "pruned": (99.27, 10.13), "kmeans": (99.27, 44.58),
+               "hwkmeans": (99.27, 47.16), "uniform": (99.28, 51.25), "ecsq": (99.27, 49.01),
+               "deep-compression": (99.26, 39.00)},
+    "resnet32": {"original": (92.58, None), "pruned": (92.58, 4.52), "kmeans": (92.64, 18.25),
+                 "hwkmeans": (92.67, 20.51), "uniform": (92.68, 22.17), "ecsq": (92.73, 21.01)},
+    "alexnet": {"original": (57.16, None), "pruned": (56.00, 7.91), "kmeans": (56.12, 30.53),
+                "adam-kmeans": (56.04, 33.71), "uniform": (56.20, 40.65), "deep-compression": (57.22, 35.00)},
+}
+
+
+def test_paper_numbers_match_the_digest():
+    paper = report.load_paper_numbers()
+    assert paper["source"] == "Choi et al. ICLR 2017, Table 1"
+    for network, rows in DIGEST_TABLE1.items():
+        table1 = paper["networks"][network]["table1"]
+        assert set(table1) == set(rows), network
+        for row, (accuracy, ratio) in rows.items():
+            assert table1[row]["accuracy"] == accuracy, (network, row)
+            assert table1[row].get("ratio") == ratio, (network, row)
+            assert "Table 1" in table1[row]["source"]
+    assert report.paper_cell(paper, "lenet5", "uniform") == {
+        "accuracy": 99.28, "ratio": 51.25, "source": "Choi et al. ICLR 2017, Table 1"}
+    assert math.isnan(report.paper_cell(paper, "alexnet", "ecsq")["ratio"])
+
+
+# -------------------------------------------------------------------------------------------- figures
+def _check_files(tmp_path, name):
+    pdf, png = tmp_path / f"{name}.pdf", tmp_path / f"{name}.png"
+    assert pdf.read_bytes()[:5] == b"%PDF-" and pdf.stat().st_size > 5000
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    assert not list(tmp_path.glob(".*.tmp"))
+    return pdf, png
+
+
+def _curve_lines(ax):
+    """The data curves of an axes (not reference lines), each checked to be sorted by x."""
+    lines = [line for line in ax.lines if line.get_marker() not in (None, "None", "")]
+    for line in lines:
+        x = np.asarray(line.get_xdata(), dtype=float)
+        assert np.all(np.diff(x) >= 0), line.get_label()
+    return lines
+
+
+def test_figure1_panels_curves_and_files(tmp_path):
+    fig = report.plot_figure1(synthetic_points(), "resnet32", tmp_path / "fig1.pdf", tmp_path / "fig1.png",
+                              reference_accuracy=92.4)
+    _check_files(tmp_path, "fig1")
+    axes = fig.get_axes()
+    assert len(axes) == 4
+    assert [ax.get_title(loc="left")[:3] for ax in axes] == ["(a)", "(b)", "(c)", "(d)"]
+    for ax in axes:
+        labels = [line.get_label() for line in _curve_lines(ax)]
+        assert labels == ["k-means", "Hessian-weighted k-means", "Uniform quantization", "Iterative ECSQ"]
+        assert len(ax.lines) == 5  # four curves and the unquantized reference
+        assert all(len(line.get_xdata()) == len(K_GRID) for line in _curve_lines(ax))
+    # (a) is before fine-tuning on fixed-length codes, (d) after fine-tuning on Huffman codes
+    points = synthetic_points()
+    kmeans_a = _curve_lines(axes[0])[0]
+    expected = points[(points.network == "resnet32") & (points.variant == "baseline") & (points.method == "kmeans")
+                      & ~points.finetuned].sort_values("bits_fixed")
+    np.testing.assert_allclose(kmeans_a.get_xdata(), expected["bits_fixed"])
+    np.testing.assert_allclose(kmeans_a.get_ydata(), expected["accuracy"])
+    ecsq_d = _curve_lines(axes[3])[3]
+    expected = points[(points.network == "resnet32") & (points.variant == "baseline") & (points.method == "ecsq")
+                      & points.finetuned].sort_values("bits_huffman")
+    np.testing.assert_allclose(ecsq_d.get_xdata(), expected["bits_huffman"])
+    assert to_hex(ecsq_d.get_color()) == "#000000" and ecsq_d.get_marker() == "D"
+    assert "(bits" in axes[2].get_xlabel() and "(%)" in axes[0].get_ylabel()
+    assert len(fig.legends) == 1
+
+
+def test_figure1_missing_method_is_absent(tmp_path):
+    points = synthetic_points()
+    points = points[points["method"] != "ecsq"]
+    fig = report.plot_figure1(points, "lenet5", tmp_path / "f.pdf", tmp_path / "f.png")
+    for ax in fig.get_axes():
+        labels = [line.get_label() for line in ax.lines]
+        assert labels == ["k-means", "Hessian-weighted k-means", "Uniform quantization"]
+
+
+def test_figure2_importance_curves(tmp_path):
+    fig = report.plot_figure2(synthetic_points(), ["lenet5", "resnet32"], tmp_path / "fig2.pdf", tmp_path / "fig2.png")
+    _check_files(tmp_path, "fig2")
+    axes = fig.get_axes()
+    assert [ax.get_title(loc="left") for ax in axes] == ["(a) LeNet-5 / MNIST", "(b) ResNet-32 / CIFAR-10"]
+    for ax in axes:
+        assert [line.get_label() for line in _curve_lines(ax)] == [
+            "Hessian, 50,000 samples", "Hessian, 1,000 samples", "Alt-Hessian: Adam second moments"]
+
+
+def test_figure3_plain_vs_weighted_mean(tmp_path):
+    fig = report.plot_figure3(synthetic_points(), "resnet32", tmp_path / "fig3.pdf", tmp_path / "fig3.png")
+    _check_files(tmp_path, "fig3")
+    axes = fig.get_axes()
+    assert len(axes) == 2
+    for ax in axes:
+        weighted, plain = _curve_lines(ax)
+        assert (weighted.get_label(), plain.get_label()) == ("Hessian-weighted mean", "Plain mean")
+        assert weighted.get_linestyle() == "-" and plain.get_linestyle() == "--"
+
+
+def test_layerwise_figure(tmp_path):
+    fig = report.plot_layerwise(synthetic_points(), "lenet5", tmp_path / "lw.pdf", tmp_path / "lw.png",
+                                reference_accuracy=99.22)
+    _check_files(tmp_path, "lw")
+    axes = fig.get_axes()
+    assert len(axes) == 2
+    assert [line.get_label() for line in _curve_lines(axes[1])] == [
+        "k-means, all layers together", "k-means, layer by layer"]
+    assert "Compression ratio" in axes[1].get_xlabel()
+
+
+def test_figure_without_points_is_still_written(tmp_path):
+    fig = report.plot_figure3(synthetic_points(), "alexnet", tmp_path / "e.pdf", tmp_path / "e.png")
+    assert all(not ax.lines and ax.texts[0].get_text() == "no points" for ax in fig.get_axes())
+    assert (tmp_path / "e.png").stat().st_size > 0
+
+
+# ---------------------------------------------------------------------------------------- DP gap table
+def test_dp_gap_matches_rates():
+    table = report.dp_gap_table(synthetic_points())
+    assert set(zip(table["heuristic"], table["optimum"])) == {("hwkmeans", "dp-kmeans"), ("ecsq", "dp-ecsq")}
+    # 2 networks x 2 variants x 2 fine-tuning states x 7 rates, for each of the two pairs
+    assert len(table) == 2 * 2 * 2 * 2 * len(K_GRID)
+    row = table[(table["network"] == "lenet5") & (table["heuristic"] == "hwkmeans") & (table["rate_value"] == 8.0)
+                & (table["variant"] == "baseline") & ~table["finetuned"]].iloc[0]
+    points = synthetic_points()
+    at = (points.network == "lenet5") & (points.variant == "baseline") & ~points.finetuned & (points.clusters == 8)
+    heuristic = points[at & (points.method == "hwkmeans") & (points.importance == "hessian-50000")].iloc[0]
+    optimum = points[at & (points.method == "dp-kmeans")].iloc[0]
+    assert row["accuracy_gap"] == pytest.approx(optimum["accuracy"] - heuristic["accuracy"])
+    assert row["bits_gap"] == pytest.approx(optimum["bits_huffman"] - heuristic["bits_huffman"])
+
+
+# --------------------------------------------------------------------------------------- table writing
+def test_write_table_csv_markdown_latex(tmp_path):
+    table = report.select_table1(synthetic_points(), synthetic_models(), skipped=SKIPPED)
+    paths = report.write_table(table, tmp_path / "table1", columns=report.TABLE1_DISPLAY_COLUMNS)
+    assert [p.name for p in paths] == ["table1.csv", "table1.md", "table1.tex"]
+    back = pd.read_csv(paths[0])
+    assert list(back.columns) == list(report.TABLE1_COLUMNS) and len(back) == len(table)
+    np.testing.assert_allclose(back["ratio"], table["ratio"].astype(float))
+    markdown = paths[1].read_text().splitlines()
+    assert len(markdown) == 2 + len(table)
+    assert markdown[0].startswith("| Network | Method |") and markdown[1].startswith("|---|---|")
+    lenet_uniform = _cell(table, "lenet5", "uniform")
+    assert any(line.startswith("| LeNet-5 / MNIST | Uniform quantization |") and f"{lenet_uniform['ratio']:.2f}" in line
+               and "| 51.25 |" in line for line in markdown)
+    latex = paths[2].read_text()
+    assert latex.startswith(r"\begin{tabular}{lllrrrrrrrrl}")
+    for rule in (r"\toprule", r"\midrule", r"\bottomrule"):
+        assert latex.count(rule) == 1
+    assert latex.count(r" \\") == 1 + len(table)
+    assert r"Accuracy (\%)" in latex and "Optimal weighted k-means (DP)" in latex
+
+
+def test_latex_escapes_special_characters():
+    df = pd.DataFrame({"name": ["a_b & 50%"], "value": [1.5]})
+    assert r"a\_b \& 50\%" in report.latex_table(df)
+
+
+# ------------------------------------------------------------------------------------- paper vs ours
+def test_paper_vs_ours_markdown():
+    table = report.select_table1(synthetic_points(), synthetic_models(), skipped=SKIPPED)
+    page = report.paper_vs_ours_markdown(table, synthetic_models(), SKIPPED, "cpu")
+    assert page.startswith("# Paper vs ours")
+    assert "config scale `cpu`" in page
+    assert "51.25x" in page and "22.17x" in page and "40.65x" in page
+    assert "## Table 1: LeNet-5 / MNIST" in page and "## Table 1: AlexNet / ImageNet" in page
+    assert "Not run: imagenet_root is not set." in page
+    assert "- AlexNet / ImageNet: not run: imagenet_root is not set." in page
+    assert "Accuracy floor: 99.22% (pruned model 99.22% minus a tolerance of 0.00 points)" in page
+    assert "largest compression ratio" in page
+    uniform = _cell(table, "lenet5", "uniform")
+    expected = f"| Uniform quantization | 99.28 | {uniform['accuracy']:.2f} | {uniform['diff_accuracy']:+.2f} | 51.25x |"
+    assert expected in page
+    assert "38,797 (9.00%)" in page
+    # the page is the same from the CSV round trip of the table
+    assert report.paper_vs_ours_markdown(pd.read_csv(pd.io.common.StringIO(table.to_csv(index=False))),
+                                         synthetic_models(), SKIPPED, "cpu") == page
+
+
+# ------------------------------------------------------------------------------------------- captions
+CAPTIONS = ("workflow", "fig1", "fig2", "fig3", "table1", "paper_vs_ours", "layerwise", "dp_gap")
+
+
+@pytest.mark.parametrize("name", CAPTIONS)
+def test_report_captions_render(repo, name):
+    class Snakemake:
+        config = {"scale": "smoke", "table1": {"tolerance": 0.0}}
+        wildcards = {}
+
+    text = (report_dir(repo) / f"{name}.rst").read_text()
+    rst = jinja2.Environment(undefined=jinja2.StrictUndefined).from_string(text).render(snakemake=Snakemake)
+    assert "smoke" in rst
+    # docutils raises on any warning (halt_level 2), e.g. a malformed table or title
+    html = publish_parts(rst, writer="html", settings_overrides={"halt_level": 2, "report_level": 2})["body"]
+    assert len(html) > 200
+
+
+def report_dir(repo):
+    from pathlib import Path
+
+    return Path(repo) / "workflow" / "report"

@@ -1,0 +1,54 @@
+rule sweep:
+    """One curve: quantize at every rate of the grid, fine-tune, encode to .nqz, evaluate the decoded files."""
+    input:
+        data=prepared_data,
+        model="results/{net}/{variant}/model.pt",
+        importance=importance_input,
+    output:
+        table="results/{net}/{variant}/sweep/{scope}/{method}/{importance}/points.csv",
+    params:
+        net=net_config,
+        quantize=config["quantize"],
+        coding=config["coding"],
+        out_dir=lambda wildcards, output: os.path.join(os.path.dirname(output.table), "files"),
+        imagenet_root=imagenet_root,
+        data=tensor_data,
+        seed=SEED,
+        device=DEVICE,
+    log:
+        "logs/sweep/{net}-{variant}-{scope}-{method}-{importance}.log",
+    benchmark:
+        "logs/benchmarks/sweep/{net}-{variant}-{scope}-{method}-{importance}.tsv"
+    threads: THREADS
+    resources:
+        mem_mb=8000,
+        runtime=240,
+    conda:
+        "../envs/netquant.yaml"
+    script:
+        "../scripts/sweep.py"
+
+
+rule encode_pruned:
+    """The pruned model before quantization as a file: 32-bit kept values + coded positions."""
+    input:
+        model="results/{net}/pruned/model.pt",
+        metrics="results/{net}/pruned/metrics.json",
+    output:
+        file="results/{net}/pruned/model.nqz",
+        metrics="results/{net}/pruned/file.json",
+    params:
+        coding=config["coding"],
+        seed=SEED,
+    log:
+        "logs/encode_pruned/{net}.log",
+    benchmark:
+        "logs/benchmarks/encode_pruned/{net}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../envs/netquant.yaml"
+    script:
+        "../scripts/encode_pruned.py"
