@@ -7,13 +7,17 @@ linear init>, n_init=1).fit(w[:, None], sample_weight=h)``, both on the float32 
 
 Part 2: n_large weights (default 6,700,000, the kept weights of a 89%-pruned AlexNet: Laplacian weights
 with the small ones removed) - hwkmeans k=64 and ECSQ at a lambda aiming at ``--ecsq-bits`` bits, against
-dp-kmeans and dp-ecsq. ECSQ is also run with constant importance, where the best interval partition that
-dp-ecsq finds is the true ECSQ optimum (with varying importance Algorithm 1 may leave the interval
-partitions and beat it, so its "gap" can be negative).
+dp-kmeans and dp-ecsq. With varying importance Algorithm 1 may leave the interval partitions that dp-ecsq
+searches and beat it, so that "gap" can be negative.
 
-Times are wall-clock seconds with tracemalloc tracing (which numpy reports its buffers to) on; peak MB is
-the largest traced allocation during the call above what was allocated before it. Run single-threaded
-for comparable numbers: ``OMP_NUM_THREADS=1 python benchmarks/bench_quantize.py``.
+Part 3: ECSQ with constant importance on n pruned-like weights, where the best interval partition that
+dp-ecsq finds is the true ECSQ optimum.
+
+Times are wall-clock seconds; in parts 2 and 3 with tracemalloc tracing on (numpy reports its buffers to
+it; the overhead is small for large arrays), in part 1 untraced and the best of ``--repeat`` runs for
+both sides, the peak taken from a separate traced run. Peak MB is the largest traced allocation during
+the call above what was allocated before it. Run single-threaded for comparable numbers:
+``OMP_NUM_THREADS=1 python benchmarks/bench_quantize.py``.
 """
 
 from __future__ import annotations
@@ -30,14 +34,25 @@ from netquant.quantize import quantize, rate_grid
 
 
 def measure(function):
-    """(result, seconds, peak MB above the allocations at the start) of function()."""
-    tracemalloc.reset_peak()
+    """(result, seconds, peak MB above the allocations at the start) of function(), traced."""
+    tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
     start = time.perf_counter()
     result = function()
     seconds = time.perf_counter() - start
     peak = (tracemalloc.get_traced_memory()[1] - before) / 2**20
+    tracemalloc.stop()
     return result, seconds, peak
+
+
+def timed(function, repeat=1):
+    """(result, fastest seconds of ``repeat`` runs) of function(), untraced."""
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = function()
+        times.append(time.perf_counter() - start)
+    return result, min(times)
 
 
 def laplacian_weights(rng, n):
@@ -79,25 +94,25 @@ def part_one(args):
         f"Part 1: n = {args.n:,}, k = {args.k}, Laplacian weights, importance lognormal(0, 1); "
         "objective = weighted distortion"
     )
-    ours, ours_time, ours_peak = measure(lambda: quantize(w, h, method="hwkmeans", init=init))
-    optimum, dp_time, dp_peak = measure(lambda: quantize(w, h, method="dp-kmeans", k=args.k))
+    # times untraced and best of --repeat runs (as scikit-learn's below); the peak memory from a traced run
+    ours, ours_time = timed(lambda: quantize(w, h, method="hwkmeans", init=init), args.repeat)
+    _, _, ours_peak = measure(lambda: quantize(w, h, method="hwkmeans", init=init))
+    optimum, dp_time = timed(lambda: quantize(w, h, method="dp-kmeans", k=args.k))
+    _, _, dp_peak = measure(lambda: quantize(w, h, method="dp-kmeans", k=args.k))
     row("dp-kmeans (optimum, 65536 bins)", dp_time, dp_peak, optimum)
     row("netquant hwkmeans (linear init)", ours_time, ours_peak, ours, optimum.objective)
     if args.skip_sklearn:
         return
     from sklearn.cluster import KMeans
 
-    tracemalloc.stop()  # scikit-learn runs untraced: no tracing overhead in its time
-    start = time.perf_counter()
-    model = KMeans(n_clusters=args.k, init=init[:, None].astype(w.dtype), n_init=1).fit(w[:, None], sample_weight=h)
-    sklearn_time = time.perf_counter() - start
-    tracemalloc.start()
+    kmeans = KMeans(n_clusters=args.k, init=init[:, None].astype(w.dtype), n_init=1)
+    model, sklearn_time = timed(lambda: kmeans.fit(w[:, None], sample_weight=h), args.repeat)
     centers = model.cluster_centers_[:, 0].astype(np.float32)
     sklearn_distortion = weighted_distortion(w, h, centers[model.labels_])
     gap = 100 * (sklearn_distortion / optimum.objective - 1)
     print(
         f"{'sklearn KMeans (same init)':<34} {sklearn_time:8.2f} {'-':>8} {model.n_iter_:6d} "
-        f"{len(np.unique(model.labels_)):5d} {'':>6} {sklearn_distortion:13.6e} {gap:+9.3f}%  (tracemalloc off)"
+        f"{len(np.unique(model.labels_)):5d} {'':>6} {sklearn_distortion:13.6e} {gap:+9.3f}%"
     )
     print(
         f"speed-up hwkmeans vs sklearn: {sklearn_time / ours_time:.1f}x; weighted distortion ratio "
@@ -128,16 +143,25 @@ def part_two(args):
     row("dp-ecsq (intervals, 4096 bins)", seconds, peak, optimum)
     result, seconds, peak = measure(lambda: quantize(w, h, method="ecsq", lam=lam))
     row("ecsq (k0=1024, linear init)", seconds, peak, result, optimum.objective)
-
-    mean_h = float(h.mean())  # constant importance with the same mean: lam keeps its meaning
-    constant = np.full_like(h, mean_h)
-    optimum, seconds, peak = measure(lambda: quantize(w, constant, method="dp-ecsq", lam=lam))
-    row("dp-ecsq, constant h (optimum)", seconds, peak, optimum)
-    result, seconds, peak = measure(lambda: quantize(w, constant, method="ecsq", lam=lam))
-    row("ecsq, constant h", seconds, peak, result, optimum.objective)
     step = float(rate_grid("uniform", w, **bits)[0])
     result, seconds, peak = measure(lambda: quantize(w, h, method="uniform", step=step))
     row("uniform (weighted mean)", seconds, peak, result, None, f"(step {step:.3g}; objective: weighted D)")
+
+
+def part_three(args):
+    rng = np.random.default_rng(args.seed + 1)
+    w = pruned_weights(rng, args.n)
+    lam = float(rate_grid("ecsq", w, bits_min=args.ecsq_bits, bits_max=args.ecsq_bits, points=1)[0])
+    header(
+        f"Part 3: ECSQ against the true optimum - constant importance (then the optimal ECSQ cells are intervals), "
+        f"n = {args.n:,} pruned-like weights, lam = {lam:.4g}"
+    )
+    optimum, seconds, peak = measure(lambda: quantize(w, method="dp-ecsq", lam=lam))
+    row("dp-ecsq (optimum, 4096 bins)", seconds, peak, optimum)
+    optimum, seconds, peak = measure(lambda: quantize(w, method="dp-ecsq", lam=lam, bins=16384))
+    row("dp-ecsq (optimum, 16384 bins)", seconds, peak, optimum)
+    result, seconds, peak = measure(lambda: quantize(w, method="ecsq", lam=lam))
+    row("ecsq (k0=1024, linear init)", seconds, peak, result, optimum.objective)
 
 
 def main():
@@ -147,6 +171,7 @@ def main():
     parser.add_argument("--n-large", type=int, default=6_700_000, help="weights in part 2")
     parser.add_argument("--k-large", type=int, default=64, help="clusters of hwkmeans in part 2")
     parser.add_argument("--ecsq-bits", type=float, default=4.0, help="target entropy of the ECSQ run in part 2")
+    parser.add_argument("--repeat", type=int, default=3, help="part 1: best of this many runs of each side")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-sklearn", action="store_true", help="part 1 without the scikit-learn run")
     parser.add_argument("--skip-large", action="store_true", help="only part 1")
@@ -155,10 +180,10 @@ def main():
         f"numpy {np.__version__}, python {platform.python_version()}, {platform.machine()}, "
         f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}"
     )
-    tracemalloc.start()
     part_one(args)
     if not args.skip_large:
         part_two(args)
+    part_three(args)
 
 
 if __name__ == "__main__":

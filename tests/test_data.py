@@ -64,9 +64,16 @@ def test_cifar_with_other_bytes_is_checked_and_warned(tmp_path):
 
 
 def test_cifar_garbage_is_refused(tmp_path):
-    _write_cifar(tmp_path, garbage=True)
-    with pytest.raises(data.DataError, match="class counts"):
+    _write_cifar(tmp_path, n_train=5000, n_test=1000, garbage=True)
+    with pytest.raises(data.DataError, match=r"expected \(50000, 3, 32, 32\)"):
         data.prepare("cifar10", tmp_path)
+
+
+def test_one_class_labels_are_refused():
+    images = torch.randint(0, 256, (100, 3, 4, 4), dtype=torch.uint8)
+    split = data.ImageTensors(images, torch.zeros(100, dtype=torch.int64), (0.5,) * 3, (0.25,) * 3)
+    with pytest.raises(data.DataError, match="class counts"):
+        data._check_counts("cifar10", {"train": split, "test": split}, 100, 100, (3, 4, 4))
 
 
 def test_mnist_with_wrong_bytes_is_refused(tmp_path):

@@ -16,6 +16,8 @@ from netquant.qmodel import PRUNED
 from netquant.quantize import (
     METHODS,
     _ecsq_assign,
+    _relocation_targets,
+    _SortedData,
     quantize,
     quantize_model,
     rate_grid,
@@ -146,6 +148,13 @@ def test_emptied_cluster_is_relocated():
     np.testing.assert_allclose(result.centers, [0.005, 0.02, 10.0])
 
 
+def test_relocation_targets_are_distinct_weights_with_the_largest_errors():
+    # repeated weights must not use up the targets: errors 4 (w=2), 1 (w=1, three times), 0.25 (w=0.5)
+    data = _SortedData(np.array([0.0, 0.5, 1.0, 1.0, 1.0, 2.0]), None)
+    targets = _relocation_targets(data, np.array([0, 6]), np.array([0.0]), 3)
+    np.testing.assert_array_equal(targets, [0.5, 1.0, 2.0])
+
+
 def test_k_equals_one_gives_the_weighted_mean():
     w = np.array([0.0, 1.0, 4.0])
     h = np.array([1.0, 2.0, 1.0])
@@ -199,14 +208,21 @@ def test_ecsq_with_zero_lambda_reproduces_hwkmeans(problem, k, seed):
     np.testing.assert_array_equal(ecsq.labels, lloyd.labels)
 
 
-@given(st.integers(1, 200), st.integers(1, 30), st.sampled_from([0.0, 1e-3, 1.0, 100.0]), st.integers(0, 10**6))
-def test_ecsq_assignment_is_the_argmin(n, k, penalty_scale, seed):
+@given(
+    st.integers(1, 300),
+    st.integers(1, 30),
+    st.sampled_from([0.0, 1e-3, 1.0, 100.0]),
+    st.sampled_from([1, 7, 64, 4096]),
+    st.integers(0, 10**6),
+)
+def test_ecsq_assignment_is_the_argmin(n, k, penalty_scale, chunk, seed):
+    # the candidate pruning per chunk must never exclude the optimum
     rng = np.random.default_rng(seed)
-    w = rng.normal(size=n)
+    w = rng.normal(size=n) * rng.choice([1.0, 1e-3])
     h = rng.lognormal(0, 2, n) * (rng.random(n) > 0.2)
-    centers = np.sort(rng.normal(size=k))
+    centers = np.sort(rng.normal(size=k)) * rng.choice([1.0, 1e-3])
     penalty = rng.exponential(size=k) * penalty_scale
-    labels = _ecsq_assign(w, h, centers, penalty)
+    labels = _ecsq_assign(w, h, centers, penalty, chunk=chunk)
     cost = h[:, None] * (w[:, None] - centers) ** 2 + penalty
     rounding = 1e-12 * (h * (w**2 + np.max(centers**2)) + penalty.max())
     assert np.all(cost[np.arange(n), labels] <= cost.min(axis=1) + rounding)

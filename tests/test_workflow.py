@@ -105,5 +105,28 @@ def test_smoke_workflow_end_to_end(tmp_path):
         assert abs(metrics["prunable_sparsity"] - target) < 1e-3
         assert (work / f"results/{net}/pruned/epochs.csv").stat().st_size > 0
     assert not list(work.rglob("*.tmp"))
+
+    import pandas as pd
+
+    from netquant import container
+
+    points = pd.read_csv(work / "results/tables/points.csv")
+    assert set(points["network"]) == {"lenet5", "resnet32", "alexnet"}
+    assert set(points["finetuned"]) == {True, False}
+    for row in points.sample(5, random_state=0).itertuples():
+        nqz = work / row.path
+        assert nqz.stat().st_size == row.file_bytes  # the ratio is measured on the file itself
+        assert abs(32 * row.n_params / (8 * row.file_bytes) - row.ratio_file) < 1e-9
+        assert set(container.load(nqz)) >= {"conv1.weight"}
+    table1 = pd.read_csv(work / "results/tables/table1.csv")
+    assert {"Original model", "Pruned model", "Uniform quantization"} <= set(table1["label"])
+    for name in ["fig1-lenet5", "fig1-resnet32", "fig2", "fig3-resnet32", "layerwise-lenet5"]:
+        for ext in ("pdf", "png"):
+            assert (work / f"results/figures/{name}.{ext}").stat().st_size > 1000, name
+    for name in ["table1.md", "table1.tex", "paper_vs_ours.md", "dp_gap.md", "models.csv"]:
+        assert (work / "results/tables" / name).stat().st_size > 0, name
+
     again = snakemake("-n", "--configfile", "config/smoke.yaml", cwd=work)
     assert "Nothing to be done" in again.stdout + again.stderr
+    snakemake("--report", "report.html", "--configfile", "config/smoke.yaml", cwd=work)
+    assert (work / "report.html").stat().st_size > 10_000

@@ -57,7 +57,7 @@ rule tables:
         hessian=main_hessian("table1"),
         skipped=SKIPPED,
         scale=config["scale"],
-        out_dir="results/tables",
+        out_dir=lambda wildcards, output: os.path.dirname(output.points),
     log:
         "logs/tables.log",
     localrule: True
