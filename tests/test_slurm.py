@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 from smoke_subset import COMPUTING_RULES, LOCAL_RULES, assert_same_results, check_outputs, command, reference, run
-from test_workflow import REPO, copy_workflow
+from test_workflow import copy_workflow
 
 DAEMONS = ("munged", "munge", "unmunge", "slurmctld", "slurmd")
 CLIENTS = ("sbatch", "srun", "squeue", "sinfo", "scontrol", "scancel")
@@ -246,8 +246,9 @@ def test_slurm_profile_resources_per_network(tmp_path):
     """At paper scale every training-type job asks for one GPU, and AlexNet's jobs for more memory and time."""
     work = copy_workflow(tmp_path)
     (work / "imagenet").mkdir()
-    res = run([sys.executable, "-m", "snakemake", "-n", "--profile", "profiles/slurm", "--configfile", "config/paper.yaml",
-               "--config", f"imagenet_root={work / 'imagenet'}"], work, timeout=300)
+    res = run([sys.executable, "-m", "snakemake", "-n", "--profile", "profiles/slurm",
+               "--configfile", "config/paper.yaml", "--config", f"imagenet_root={work / 'imagenet'}"],
+              work, timeout=300)
     jobs = re.findall(r"^rule (\w+):\n(.*?)^\s+resources: (.*?)$", res.stdout, flags=re.M | re.S)
     seen = {}
     for rule, block, resources in jobs:
