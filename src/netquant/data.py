@@ -161,6 +161,15 @@ def _missing(root: Path, folder: str, names, download: bool, dataset: str) -> li
     return missing
 
 
+def _download(fetch, missing: list[Path], dataset: str) -> None:
+    try:
+        fetch()
+    except Exception as exc:  # noqa: BLE001 - any failed download is the same user error
+        listing = "\n  ".join(str(p) for p in missing)
+        raise DataError(f"{dataset}: could not download the missing files\n  {listing}\n({exc}). Without "
+                        "internet, copy them there or set the config key 'data_root' to a folder that has them") from exc
+
+
 def _md5(path: Path) -> str:
     h = hashlib.md5()
     with open(path, "rb") as f:
@@ -172,8 +181,9 @@ def _md5(path: Path) -> str:
 def _prepare_mnist(root: Path, download: bool) -> dict[str, ImageTensors]:
     from torchvision.datasets import mnist
 
-    if _missing(root, "MNIST/raw", MNIST_FILES, download, "mnist"):
-        mnist.MNIST(str(root), train=True, download=True)
+    missing = _missing(root, "MNIST/raw", MNIST_FILES, download, "mnist")
+    if missing:
+        _download(lambda: mnist.MNIST(str(root), train=True, download=True), missing, "mnist")
     raw = root / "MNIST" / "raw"
     for name, md5 in MNIST_FILES.items():
         if _md5(raw / name) != md5:
@@ -196,8 +206,9 @@ def _prepare_mnist(root: Path, download: bool) -> dict[str, ImageTensors]:
 def _prepare_cifar10(root: Path, download: bool) -> dict[str, ImageTensors]:
     from torchvision.datasets import CIFAR10
 
-    if _missing(root, "cifar-10-batches-py", CIFAR_FILES, download, "cifar10"):
-        CIFAR10(str(root), train=True, download=True)
+    missing = _missing(root, "cifar-10-batches-py", CIFAR_FILES, download, "cifar10")
+    if missing:
+        _download(lambda: CIFAR10(str(root), train=True, download=True), missing, "cifar10")
     folder = root / "cifar-10-batches-py"
     differing = [n for n, md5 in CIFAR_FILES.items() if _md5(folder / n) != md5]
     out = {}
