@@ -275,11 +275,12 @@ def synthetic(like: str, n_train: int, n_test: int, *, seed: int = 0) -> dict[st
 
 # ----------------------------------------------------------------------------------------------- ImageNet
 
-def imagenet_loader(root: str | os.PathLike, split: str, *, batch_size: int, train: bool, workers: int = 0,
-                    image_size: int = 224, resize: int = 256, seed: int = 0, limit: int | None = None):
+def imagenet_loader(root: str | os.PathLike, split: str, *, batch_size: int, augment: bool, shuffle: bool,
+                    workers: int = 0, image_size: int = 224, resize: int = 256, seed: int = 0,
+                    limit: int | None = None):
     """A streaming DataLoader over ``root/<split>/<class>/<image>`` (torchvision's ImageFolder layout).
 
-    Training: random resized crop + flip; evaluation: resize ``resize``, centre crop ``image_size``.
+    ``augment``: random resized crop + flip; otherwise resize ``resize`` and centre crop ``image_size``.
     ``limit`` takes a seeded random subset of that many images (e.g. for Hessian or smoke runs).
     """
     from torchvision import datasets, transforms
@@ -289,7 +290,7 @@ def imagenet_loader(root: str | os.PathLike, split: str, *, batch_size: int, tra
         raise DataError(f"imagenet: {folder} not found; set the config key 'imagenet_root' to a folder with "
                         "train/<class>/*.JPEG and val/<class>/*.JPEG (torchvision's ImageFolder layout)")
     mean, std = STATS["imagenet"]
-    if train:
+    if augment:
         tf = [transforms.RandomResizedCrop(image_size), transforms.RandomHorizontalFlip()]
     else:
         tf = [transforms.Resize(resize), transforms.CenterCrop(image_size)]
@@ -298,7 +299,7 @@ def imagenet_loader(root: str | os.PathLike, split: str, *, batch_size: int, tra
     g = torch.Generator().manual_seed(seed)
     if limit is not None and limit < len(ds):
         ds = torch.utils.data.Subset(ds, torch.randperm(len(ds), generator=g)[:limit].tolist())
-    return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=train, num_workers=workers,
+    return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=workers,
                                        generator=g, persistent_workers=False)
 
 
@@ -307,8 +308,8 @@ def imagenet_loader(root: str | os.PathLike, split: str, *, batch_size: int, tra
 class TensorSource:
     """Training and test data held in memory (MNIST, CIFAR-10, synthetic) behind one interface."""
 
-    def __init__(self, train: ImageTensors, test: ImageTensors, *, augment: str = "none") -> None:
-        self.train, self.test, self.augment = train, test, augment
+    def __init__(self, train: ImageTensors, test: ImageTensors) -> None:
+        self.train, self.test = train, test
 
     @property
     def samples_per_epoch(self) -> int:
@@ -318,9 +319,14 @@ class TensorSource:
     def num_classes(self) -> int:
         return self.train.num_classes
 
-    def train_epoch(self, batch_size: int, generator: torch.Generator, *, augment: str | None = None):
-        return batches(self.train, batch_size, shuffle=True, generator=generator,
-                       augment=self.augment if augment is None else augment)
+    @property
+    def input_shape(self) -> tuple[int, int]:
+        """(channels, image side)."""
+        return int(self.train.images.shape[1]), int(self.train.images.shape[-1])
+
+    def train_epoch(self, batch_size: int, generator: torch.Generator, *, augment: str = "none"):
+        """One shuffled pass; ``augment`` as in :func:`batches`."""
+        return batches(self.train, batch_size, shuffle=True, generator=generator, augment=augment)
 
     def test_batches(self, batch_size: int = 1000):
         return batches(self.test, batch_size)
@@ -353,28 +359,34 @@ class FolderSource:
     def num_classes(self) -> int:
         return len(self._train.classes)
 
-    def _loader(self, split, batch_size, train, seed=0, limit=None):
-        return imagenet_loader(self.root, split, batch_size=batch_size, train=train, workers=self.workers,
-                               image_size=self.image_size, resize=self.resize, seed=seed, limit=limit)
+    @property
+    def input_shape(self) -> tuple[int, int]:
+        return 3, self.image_size
 
-    def train_epoch(self, batch_size: int, generator: torch.Generator, *, augment: str | None = None):
+    def _loader(self, split, batch_size, *, augment, shuffle, seed=0, limit=None):
+        return imagenet_loader(self.root, split, batch_size=batch_size, augment=augment, shuffle=shuffle,
+                               workers=self.workers, image_size=self.image_size, resize=self.resize, seed=seed,
+                               limit=limit)
+
+    def train_epoch(self, batch_size: int, generator: torch.Generator, *, augment: str = "none"):
+        """One shuffled pass; any ``augment`` other than "none" means ImageNet's crop + flip."""
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
-        return self._loader("train", batch_size, True, seed)
+        return self._loader("train", batch_size, augment=augment != "none", shuffle=True, seed=seed)
 
     def test_batches(self, batch_size: int = 100):
-        return self._loader("val", batch_size, False)
+        return self._loader("val", batch_size, augment=False, shuffle=False)
 
     def train_sample(self, n: int, batch_size: int, seed: int):
-        return self._loader("train", batch_size, False, seed, limit=n)
+        return self._loader("train", batch_size, augment=False, shuffle=False, seed=seed, limit=n)
 
 
 def open_source(dataset: str, *, prepared: str | os.PathLike | None = None, imagenet_root: str | None = None,
-                augment: str = "none", workers: int = 0, image_size: int = 224, resize: int = 256):
+                workers: int = 0, image_size: int = 224, resize: int = 256):
     """The data source of a network: a prepared tensor file, or an ImageNet folder."""
     if dataset in ("imagenet", "synthetic-imagenet"):
         return FolderSource(imagenet_root, workers=workers, image_size=image_size, resize=resize)
     splits = load_prepared(prepared)
-    return TensorSource(splits["train"], splits["test"], augment=augment)
+    return TensorSource(splits["train"], splits["test"])
 
 
 def make_synthetic_imagenet(root: str | os.PathLike, *, classes: int = 4, train_per_class: int = 8,

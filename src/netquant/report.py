@@ -571,10 +571,16 @@ def write_table(df: pd.DataFrame, stem: str | os.PathLike, *, columns: Sequence[
     default all; rounded for reading). Each file is written atomically. Returns the three paths."""
     stem = Path(stem)
     paths = [stem.with_name(stem.name + ext) for ext in (".csv", ".md", ".tex")]
-    write_text(paths[0], df.to_csv(index=False))
-    write_text(paths[1], markdown_table(df, columns))
-    write_text(paths[2], latex_table(df, columns))
+    write_table_files(df, *paths, columns=columns)
     return paths
+
+
+def write_table_files(df: pd.DataFrame, csv_path, markdown_path, latex_path, *,
+                      columns: Sequence[str] | None = None) -> None:
+    """:func:`write_table` with each file's path given."""
+    write_text(csv_path, df.to_csv(index=False))
+    write_text(markdown_path, markdown_table(df, columns))
+    write_text(latex_path, latex_table(df, columns))
 
 
 # ------------------------------------------------------------------------------------ paper vs ours
@@ -735,18 +741,24 @@ def models_table(model_metrics: Iterable[str | os.PathLike], file_metrics: Itera
                                        "ratio_file", "file_bytes"])
 
 
-def write_tables(*, curve_tables, model_metrics, file_metrics, out_dir, tolerance: float, hessian: str,
-                 skipped: Mapping[str, str], scale: str) -> pd.DataFrame:
-    """Write points.csv, models.csv, table1.{csv,md,tex}, paper_vs_ours.md and dp_gap.{csv,md,tex}."""
-    from netquant.io import write_text
-
-    out = Path(out_dir)
+def write_table1(*, curve_tables, model_metrics, file_metrics, out_table, out_markdown, out_latex, out_models,
+                 out_paper_vs_ours, tolerance: float, hessian: str, skipped: Mapping[str, str],
+                 scale: str) -> pd.DataFrame:
+    """Select Table 1 from the curves' points and write it (CSV, Markdown, LaTeX), the models table and the
+    paper-vs-ours page."""
     points = read_points(curve_tables)
     models = models_table(model_metrics, file_metrics)
-    write_text(out / "points.csv", points.to_csv(index=False))
-    write_text(out / "models.csv", models.to_csv(index=False))
+    write_text(out_models, models.to_csv(index=False))
     table1 = select_table1(points, models, tolerance=tolerance, skipped=skipped, hessian=hessian)
-    write_table(table1, out / "table1", columns=TABLE1_DISPLAY_COLUMNS)
-    write_text(out / "paper_vs_ours.md", paper_vs_ours_markdown(table1, models, skipped, scale))
-    write_table(dp_gap_table(points), out / "dp_gap", columns=DP_GAP_DISPLAY_COLUMNS)
+    write_table_files(table1, out_table, out_markdown, out_latex, columns=TABLE1_DISPLAY_COLUMNS)
+    write_text(out_paper_vs_ours, paper_vs_ours_markdown(table1, models, skipped, scale))
     return table1
+
+
+def write_points(curve_tables, *, out_points, out_dp_gap, out_dp_gap_markdown, out_dp_gap_latex) -> pd.DataFrame:
+    """The tidy points table of every curve, and the heuristics-vs-DP table."""
+    points = read_points(curve_tables)
+    write_text(out_points, points.to_csv(index=False))
+    write_table_files(dp_gap_table(points), out_dp_gap, out_dp_gap_markdown, out_dp_gap_latex,
+                      columns=DP_GAP_DISPLAY_COLUMNS)
+    return points

@@ -9,6 +9,7 @@ import csv
 import io
 import logging
 import os
+import shutil
 import time
 from typing import Any
 
@@ -41,15 +42,18 @@ def write_csv(path: str | os.PathLike, rows: list[dict]) -> None:
     write_text(path, buf.getvalue())
 
 
-def source_for(net: dict[str, Any], prepared: str | None, imagenet_root: str | None, workers: int = 0):
-    """The data source of a network's config section (``dataset``, ``augment``, ``image_size``...)."""
-    return data.open_source(net["dataset"], prepared=prepared, imagenet_root=imagenet_root,
-                            augment=net.get("augment", "none"), workers=workers,
-                            image_size=net.get("image_size", 224), resize=net.get("resize", 256))
+def source_for(source: dict[str, Any], workers: int = 0):
+    """Open a data source described as ``{"dataset", "prepared" | "imagenet_root", "image_size", "resize"}``."""
+    return data.open_source(source["dataset"], prepared=source.get("prepared"),
+                            imagenet_root=source.get("imagenet_root"), workers=workers,
+                            image_size=source.get("image_size", 224), resize=source.get("resize", 256))
 
 
-def build_model(arch: str, net: dict[str, Any], source) -> torch.nn.Module:
-    return models.build(arch, num_classes=source.num_classes, pretrained=net.get("pretrained"))
+def build_model(arch: str, data_source, pretrained: str | None = None) -> torch.nn.Module:
+    """A network of ``arch`` shaped for ``data_source`` (its classes, channels and image size)."""
+    channels, size = data_source.input_shape
+    return models.build(arch, num_classes=data_source.num_classes, in_channels=channels, input_size=size,
+                        pretrained=pretrained)
 
 
 def test_metrics(model: torch.nn.Module, source, device: str, arch: str) -> dict:
@@ -80,22 +84,27 @@ def model_summary(model: torch.nn.Module, masks: dict | None = None) -> dict:
     return {"parameters": n, "nonzeros": nonzeros, "sparsity": 1.0 - nonzeros / n, "layers": layers}
 
 
-def train_baseline(arch: str, net: dict, *, prepared: str | None, imagenet_root: str | None, out_model: str,
-                   out_metrics: str, out_epochs: str, seed: int, device: str, workers: int = 0) -> dict:
-    """Train (or, with ``net["pretrained"]``, load and evaluate) a baseline network."""
+def train_baseline(arch: str, net: dict, *, source: dict, out_model: str, out_metrics: str, out_epochs: str,
+                   seed: int, device: str, workers: int = 0) -> dict:
+    """Train (or, with ``net["pretrained"]``, load and evaluate) a baseline network.
+
+    ``net``: the network's ``train`` recipe and ``pretrained`` setting.
+    """
     device = train.resolve_device(device)
-    source = source_for(net, prepared, imagenet_root, workers)
+    data_source = source_for(source, workers)
     torch.manual_seed(seed)
-    model = build_model(arch, net, source)
+    model = build_model(arch, data_source, net.get("pretrained"))
     start = time.perf_counter()
     history: list[dict] = []
     if net.get("pretrained"):
         log.info("%s: pretrained weights from %s, no training", arch, net["pretrained"])
     else:
+        if "train" not in net:
+            raise ValueError(f"config: {arch} has neither '{arch}.train' (a recipe) nor '{arch}.pretrained'")
         recipe = train.Recipe.from_config(net["train"])
-        history = fit(model, source, recipe, seed=seed, device=device, arch=arch)
-    result = test_metrics(model, source, device, arch)
-    metrics = {"arch": arch, "stage": "baseline", "dataset": net["dataset"], **result,
+        history = fit(model, data_source, recipe, seed=seed, device=device, arch=arch)
+    result = test_metrics(model, data_source, device, arch)
+    metrics = {"arch": arch, "stage": "baseline", "dataset": source["dataset"], **result,
                "seconds": time.perf_counter() - start, "device": device, **model_summary(model)}
     log.info("%s baseline: test accuracy %.2f%%", arch, result["accuracy"])
     save_checkpoint(out_model, Checkpoint(arch, model.state_dict(), {}, {"stage": "baseline", **result}))
@@ -104,15 +113,13 @@ def train_baseline(arch: str, net: dict, *, prepared: str | None, imagenet_root:
     return metrics
 
 
-def prune_network(arch: str, net: dict, *, baseline: str, prepared: str | None, imagenet_root: str | None,
-                  out_model: str, out_metrics: str, out_epochs: str, seed: int, device: str, workers: int = 0) -> dict:
-    """Iterative magnitude pruning to ``net.prune.sparsity``, retraining after each stage with masks held."""
+def prune_network(arch: str, net: dict, *, baseline: str, source: dict, out_model: str, out_metrics: str,
+                  out_epochs: str, seed: int, device: str, workers: int = 0) -> dict:
+    """Iterative magnitude pruning to ``net["prune"]["sparsity"]``, retraining after each stage with masks held."""
     device = train.resolve_device(device)
     cfg = net["prune"]
-    source = source_for(net, prepared, imagenet_root, workers)
-    ckpt = load_checkpoint(baseline)
-    model = build_model(arch, {**net, "pretrained": None}, source)
-    model.load_state_dict(ckpt.state_dict)
+    data_source = source_for(source, workers)
+    model, ckpt = load_network(arch, baseline, data_source)
     recipe = train.Recipe.from_config(cfg["retrain"])
     names = prune.prunable_names(model, cfg.get("params", "weights"))
     params = dict(model.named_parameters())
@@ -123,11 +130,11 @@ def prune_network(arch: str, net: dict, *, baseline: str, prepared: str | None, 
         masks = prune.magnitude_masks({n: params[n] for n in names}, sparsity, scope=cfg.get("scope", "global"))
         log.info("%s pruning stage %d: sparsity %.4f of %d prunable weights", arch, stage, sparsity,
                  sum(params[n].numel() for n in names))
-        for row in fit(model, source, recipe, seed=seed + stage, device=device, masks=masks, arch=arch):
+        for row in fit(model, data_source, recipe, seed=seed + stage, device=device, masks=masks, arch=arch):
             rows.append({"stage": stage, "target_sparsity": sparsity, **row})
-    result = test_metrics(model, source, device, arch)
+    result = test_metrics(model, data_source, device, arch)
     summary = model_summary(model, masks)
-    metrics = {"arch": arch, "stage": "pruned", "dataset": net["dataset"], **result,
+    metrics = {"arch": arch, "stage": "pruned", "dataset": source["dataset"], **result,
                "baseline_accuracy": ckpt.meta.get("accuracy"), "target_sparsity": cfg["sparsity"],
                "prunable_sparsity": 1.0 - sum(int(masks[n].sum()) for n in names) / sum(masks[n].numel() for n in names),
                "seconds": time.perf_counter() - start, "device": device, **summary}
@@ -139,41 +146,40 @@ def prune_network(arch: str, net: dict, *, baseline: str, prepared: str | None, 
     return metrics
 
 
-def load_network(arch: str, net: dict, model_path: str, source) -> tuple[torch.nn.Module, Checkpoint]:
+def load_network(arch: str, model_path: str, data_source) -> tuple[torch.nn.Module, Checkpoint]:
     """A network of ``arch`` with the weights (and masks) of a checkpoint file."""
     ckpt = load_checkpoint(model_path)
     if ckpt.arch != arch:
         raise ValueError(f"{model_path} holds a {ckpt.arch} checkpoint, expected {arch}")
-    model = build_model(arch, {**net, "pretrained": None}, source)
+    model = build_model(arch, data_source)
     model.load_state_dict(ckpt.state_dict)
     return model, ckpt
 
 
-def compute_importance(arch: str, net: dict, cfg: dict, name: str, *, model_path: str, prepared: str | None,
-                       imagenet_root: str | None, out: str, out_summary: str, seed: int, device: str,
-                       workers: int = 0) -> dict:
+def compute_importance(arch: str, cfg: dict, name: str, *, model_path: str, source: dict, out: str,
+                       out_summary: str, seed: int, device: str, workers: int = 0) -> dict:
     """Importance ``name`` of a model: ``hessian-N`` (diagonal Hessian over N training samples) or ``adam``
     (sqrt of Adam's bias-corrected second moments after retraining, paper section 3.5)."""
     from netquant import importance
 
     device = train.resolve_device(device)
-    source = source_for(net, prepared, imagenet_root, workers)
-    model, ckpt = load_network(arch, net, model_path, source)
+    data_source = source_for(source, workers)
+    model, ckpt = load_network(arch, model_path, data_source)
     model.to(device)
     start = time.perf_counter()
     if name.startswith("hessian-"):
         n = int(name.removeprefix("hessian-"))
-        if n > source.samples_per_epoch:
-            raise ValueError(f"importance {name} needs {n} training samples but {net['dataset']} has "
-                             f"{source.samples_per_epoch}; use fewer samples in the config's figures.*.curves")
-        h = importance.hessian_diagonal(model, source.train_sample(n, cfg["batch_size"], seed), n,
+        if n > data_source.samples_per_epoch:
+            raise ValueError(f"importance {name} needs {n} training samples but {source['dataset']} has "
+                             f"{data_source.samples_per_epoch}; use fewer samples in the config's figures.*")
+        h = importance.hessian_diagonal(model, data_source.train_sample(n, cfg["batch_size"], seed), n,
                                         estimator=cfg["estimator"], floor=cfg["floor"], seed=seed, progress=True)
         details = {"samples": n, "estimator": cfg["estimator"], "floor": cfg["floor"]}
     elif name == "adam":
         acfg = cfg["adam"]
         g = torch.Generator().manual_seed(seed)
         h, history = importance.adam_second_moments(
-            model, lambda epoch: source.train_epoch(acfg["batch_size"], g, augment="none"),
+            model, lambda epoch: data_source.train_epoch(acfg["batch_size"], g, augment="none"),
             epochs=acfg.get("epochs"), steps=acfg.get("steps"), lr=acfg["lr"], betas=tuple(acfg["betas"]),
             eps=acfg["eps"], masks=ckpt.masks or None, progress=True)
         details = {"adam": acfg, "history": history}
@@ -194,21 +200,22 @@ def quantized_names(model: torch.nn.Module, which: str) -> list[str]:
     return [n for n, _ in model.named_parameters()] if which == "all" else prune.prunable_names(model, "weights")
 
 
-def sweep_curve(arch: str, net: dict, *, method: str, importance_name: str, scope: str, quantize_cfg: dict,
-                coding_cfg: dict, model_path: str, importance_path: str | None, prepared: str | None,
-                imagenet_root: str | None, out_dir: str, out_table: str, seed: int, device: str,
-                workers: int = 0) -> list[dict]:
+def sweep_curve(arch: str, finetune: dict, *, method: str, importance_name: str, scope: str, quantize_cfg: dict,
+                coding_cfg: dict, model_path: str, importance_path: str | None, source: dict, out_dir: str,
+                out_table: str, seed: int, device: str, workers: int = 0) -> list[dict]:
     """One curve of the paper's figures: quantize a model at every point of a rate grid, fine-tune the
     shared values, write each result as a .nqz file, and evaluate the network decoded from each file.
 
-    One row per (rate point, before/after fine-tuning) goes to ``out_table``; the files go to ``out_dir``.
+    One row per (rate point, before/after fine-tuning) goes to ``out_table``; the files go to ``out_dir``,
+    which is emptied first so that it holds exactly the files of the table. ``finetune``: the network's
+    fine-tuning settings (``steps`` >= 1, ``lr``, ``momentum``, ``weight_decay``, ``reduction``, ``batch_size``).
     """
     from netquant import container, quantize
     from netquant.finetune import finetune_codebooks
 
     device = train.resolve_device(device)
-    source = source_for(net, prepared, imagenet_root, workers)
-    model, ckpt = load_network(arch, net, model_path, source)
+    data_source = source_for(source, workers)
+    model, ckpt = load_network(arch, model_path, data_source)
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     parameters = [n for n, _ in model.named_parameters()]
     names = quantized_names(model, quantize_cfg["params"])
@@ -229,10 +236,12 @@ def sweep_curve(arch: str, net: dict, *, method: str, importance_name: str, scop
         options.pop("ecsq_k", None)
     if not method.startswith("dp-"):
         options.pop("bins", None)
-    ft = net["finetune"]
+    ft = finetune
     g = torch.Generator().manual_seed(seed)
     out_dir_path = os.path.abspath(out_dir)
-    os.makedirs(out_dir_path, exist_ok=True)
+    if os.path.isdir(out_dir_path):
+        shutil.rmtree(out_dir_path)
+    os.makedirs(out_dir_path)
     rows = []
     for value in grid:
         value = value.item()
@@ -244,9 +253,9 @@ def sweep_curve(arch: str, net: dict, *, method: str, importance_name: str, scop
         point = f"{rate_name}={value:.6g}"
         stages = [(False, qmodel, None)]
         if ft["steps"] > 0:
-            ft_model = build_model(arch, {**net, "pretrained": None}, source)
+            ft_model = build_model(arch, data_source)
             ft_qmodel, history = finetune_codebooks(
-                ft_model, qmodel, lambda: source.train_epoch(ft["batch_size"], g, augment="none"),
+                ft_model, qmodel, lambda: data_source.train_epoch(ft["batch_size"], g, augment="none"),
                 steps=ft["steps"], lr=ft["lr"], momentum=ft["momentum"], weight_decay=ft["weight_decay"],
                 reduction=ft["reduction"], device=device)
             stages.append((True, ft_qmodel, history))
@@ -259,9 +268,9 @@ def sweep_curve(arch: str, net: dict, *, method: str, importance_name: str, scop
             ans_bytes = len(container.encode(qm, **{**coding_cfg, "label_code": "ans"})) if table1_point else None
             runlength_bytes = (len(container.encode(qm, **{**coding_cfg, "index_code": "mask-ans"}))
                                if table1_point else None)
-            decoded = build_model(arch, {**net, "pretrained": None}, source)
+            decoded = build_model(arch, data_source)
             decoded.load_state_dict(container.load(path))
-            result = test_metrics(decoded, source, device, arch)
+            result = test_metrics(decoded, data_source, device, arch)
             bits = m["bits_per_weight"]
             row = {
                 "network": arch, "variant": ckpt.meta.get("stage", ""), "scope": scope, "method": method,

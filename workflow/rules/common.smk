@@ -15,21 +15,36 @@ SKIPPED = {
 NETWORKS = [net for net in config["networks"] if net not in SKIPPED]
 for net, why in SKIPPED.items():
     logger.warning(f"netquant: {net} is skipped: {why}")
-PREPARED_DATASETS = sorted({d for d in DATASET_OF.values() if not d.endswith("imagenet")})
+FOLDER_DATASETS = ("imagenet", "synthetic-imagenet")
+PREPARED_DATASETS = sorted({d for d in DATASET_OF.values() if d not in FOLDER_DATASETS})
+SYNTHETIC_IMAGENET = "resources/data/synthetic-imagenet"
 THREADS = config["threads"]
 SEED = config["seed"]
 DEVICE = config["device"]
-
+# The model variant and quantization scope of each figure and table (the plotting code draws exactly these).
+FIGURES = {
+    "fig1": ("baseline", "all"),
+    "fig2": ("baseline", "all"),
+    "fig3": ("baseline", "all"),
+    "table1": ("pruned", "all"),
+    "layerwise": ("pruned", "layer"),
+}
 
 
 wildcard_constraints:
     net="|".join(NETWORKS) or "none",
     dataset="|".join(PREPARED_DATASETS) or "none",
     variant="baseline|pruned",
+    scope="all|layer",
+    method="kmeans|hwkmeans|uniform|ecsq|dp-kmeans|dp-ecsq",
+    importance=r"none|adam|hessian-\d+",
 
 
-def prepared_data(wildcards):
-    """The prepared tensor file of a network's dataset; the folder of a synthetic ImageNet; nothing for ImageNet."""
+# ------------------------------------------------------------------------------------------- data
+
+
+def data_input(wildcards):
+    """The prepared tensor file of a network's dataset, the generated synthetic ImageNet, or nothing."""
     dataset = DATASET_OF[wildcards.net]
     if dataset == "imagenet":
         return []
@@ -38,23 +53,88 @@ def prepared_data(wildcards):
     return f"resources/data/{dataset}.pt"
 
 
-def net_config(wildcards):
-    return config[wildcards.net]
+def data_source(wildcards):
+    """Where a network's data comes from, as the steps read it (only what affects the results)."""
+    net = config[wildcards.net]
+    dataset = net["dataset"]
+    source = {"dataset": dataset}
+    if dataset == "imagenet":
+        source["imagenet_root"] = config["imagenet_root"]
+    elif dataset == "synthetic-imagenet":
+        source["imagenet_root"] = SYNTHETIC_IMAGENET
+    else:
+        source["prepared"] = f"resources/data/{dataset}.pt"
+    if dataset in FOLDER_DATASETS:
+        source.update(image_size=net["image_size"], resize=net["resize"])
+    return source
 
 
-SYNTHETIC_IMAGENET = "resources/data/synthetic-imagenet"
+def network_section(*keys):
+    """A params function giving only ``keys`` of the network's config section, so that a change elsewhere in
+    the section does not rerun the rule."""
+
+    def section(wildcards):
+        net = config[wildcards.net]
+        return {key: net[key] for key in keys if key in net}
+
+    return section
 
 
-def imagenet_root(wildcards):
-    """The ImageNet folder a network reads: config's imagenet_root, or the generated synthetic one."""
-    if DATASET_OF[wildcards.net] == "synthetic-imagenet":
-        return SYNTHETIC_IMAGENET
-    return config.get("imagenet_root") or None
+def importance_params(wildcards):
+    section = config["importance"]
+    if wildcards.importance == "adam":
+        return {"adam": section["adam"]}
+    return {key: section[key] for key in ("estimator", "batch_size", "floor")}
 
 
-def tensor_data(wildcards, input):
-    """The prepared tensor file among a job's inputs, or None for ImageNet folders."""
-    return str(input.data) if DATASET_OF[wildcards.net] in PREPARED_DATASETS else None
+def importance_input(wildcards):
+    if wildcards.importance == "none":
+        return []
+    return f"results/{wildcards.net}/{wildcards.variant}/importance/{wildcards.importance}.pt"
+
+
+# ------------------------------------------------------------------------------------------- targets
+
+
+def curve_tables(figure, net=None, scope=None):
+    """The points.csv of every curve a figure or table needs, for the networks that run (or one network)."""
+    variant, figure_scope = FIGURES[figure]
+    return [
+        f"results/{name}/{variant}/sweep/{scope or figure_scope}/{curve}/points.csv"
+        for name, curves in config["figures"][figure].items()
+        if name in NETWORKS and (net is None or name == net)
+        for curve in curves
+    ]
+
+
+def figure_inputs(wildcards):
+    """Figures 1 and 3 draw their own curves; the layer-wise figure also the same curves with all layers
+    together, and a line at the pruned model's accuracy."""
+    tables = curve_tables(wildcards.figure, wildcards.net)
+    if wildcards.figure == "layerwise":
+        tables += curve_tables("layerwise", wildcards.net, scope="all")
+        return {"tables": tables, "reference": f"results/{wildcards.net}/pruned/metrics.json"}
+    return {"tables": tables, "reference": f"results/{wildcards.net}/baseline/metrics.json"}
+
+
+def all_curve_tables():
+    return sorted({table for figure in FIGURES for table in curve_tables(figure)})
+
+
+def figure_networks(figure):
+    return [net for net in config["figures"][figure] if net in NETWORKS]
+
+
+def figure_importances(figure):
+    """The importances of a figure's curves, in order of first appearance."""
+    curves = config["figures"][figure].values()
+    return list(dict.fromkeys(curve.split("/")[1] for names in curves for curve in names))
+
+
+def main_hessian(figure):
+    """The importance that stands for "the" Hessian in a figure: the first hessian-N among its curves."""
+    hessians = [imp for imp in figure_importances(figure) if imp.startswith("hessian-")]
+    return hessians[0] if hessians else "hessian-50000"
 
 
 def all_targets():
@@ -65,50 +145,3 @@ def all_targets():
         for ext in ("pdf", "png")
     ]
     return figures + ["results/figures/fig2.pdf", "results/tables/points.csv", "results/tables/table1.md"]
-
-
-wildcard_constraints:
-    scope="all|layer",
-    method="kmeans|hwkmeans|uniform|ecsq|dp-kmeans|dp-ecsq",
-    importance=r"none|adam|hessian-\d+",
-
-
-def importance_input(wildcards):
-    if wildcards.importance == "none":
-        return []
-    return f"results/{wildcards.net}/{wildcards.variant}/importance/{wildcards.importance}.pt"
-
-
-def curve_tables(figure, net=None):
-    """The points.csv of every curve a figure or table needs, for the networks that run (or one network)."""
-    spec = config["figures"][figure]
-    return [
-        f"results/{name}/{spec['variant']}/sweep/{spec['scope']}/{curve}/points.csv"
-        for name, curves in spec["curves"].items()
-        if name in NETWORKS and (net is None or name == net)
-        for curve in curves
-    ]
-
-
-def all_curve_tables():
-    return sorted({table for figure in config["figures"] for table in curve_tables(figure)})
-
-
-def figure_networks(figure):
-    return [net for net in config["figures"][figure]["curves"] if net in NETWORKS]
-
-
-def main_hessian(figure):
-    """The Hessian importance a figure or table uses as "the" Hessian: the first hessian-N in its curves."""
-    for curves in config["figures"][figure]["curves"].values():
-        for curve in curves:
-            importance = curve.split("/")[1]
-            if importance.startswith("hessian-"):
-                return importance
-    return "hessian-50000"
-
-
-def figure_importances(figure):
-    """The importances of a figure's curves, in order of first appearance."""
-    curves = config["figures"][figure]["curves"].values()
-    return list(dict.fromkeys(curve.split("/")[1] for names in curves for curve in names))

@@ -3,8 +3,10 @@ rule prepare_data:
         "resources/data/{dataset}.pt",
     params:
         data_root=config["data_root"],
-        synthetic=lambda wildcards: config["synthetic"] if wildcards.dataset.startswith("synthetic") else None,
-        seed=SEED,
+        # synthetic data depends on its sizes and the seed; real data on nothing but the files
+        synthetic=lambda wildcards: (
+            {**config["synthetic"], "seed": SEED} if wildcards.dataset.startswith("synthetic") else None
+        ),
     log:
         "logs/prepare_data/{dataset}.log",
     benchmark:

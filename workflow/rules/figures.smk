@@ -1,8 +1,7 @@
 rule figure:
     """Figures 1 and 3 and the layer-wise comparison, one file per network."""
     input:
-        tables=lambda wildcards: curve_tables(wildcards.figure, wildcards.net),
-        baseline="results/{net}/baseline/metrics.json",
+        unpack(figure_inputs),
     output:
         pdf=report("results/figures/{figure}-{net}.pdf", caption="../report/{figure}.rst", category="Figures"),
         png="results/figures/{figure}-{net}.png",
@@ -26,8 +25,8 @@ rule figure2:
         pdf=report("results/figures/fig2.pdf", caption="../report/fig2.rst", category="Figures"),
         png="results/figures/fig2.png",
     params:
-        networks=lambda wildcards: figure_networks("fig2"),
-        importances=lambda wildcards: figure_importances("fig2"),
+        networks=figure_networks("fig2"),
+        importances=figure_importances("fig2"),
     log:
         "logs/figures/fig2.log",
     localrule: True
@@ -37,34 +36,49 @@ rule figure2:
         "../scripts/figure2.py"
 
 
-rule tables:
-    """The tidy points table, Table 1 (CSV, Markdown, LaTeX), paper vs ours, and the DP-gap table."""
+rule table1:
+    """Table 1 (CSV, Markdown, LaTeX), paper vs ours, and the models before quantization."""
     input:
-        tables=all_curve_tables(),
+        tables=curve_tables("table1"),
         models=expand("results/{net}/{variant}/metrics.json", net=NETWORKS, variant=["baseline", "pruned"]),
         files=expand("results/{net}/pruned/file.json", net=NETWORKS),
     output:
-        points="results/tables/points.csv",
-        models="results/tables/models.csv",
         table1=report("results/tables/table1.md", caption="../report/table1.rst", category="Tables"),
         table1_csv="results/tables/table1.csv",
         table1_tex="results/tables/table1.tex",
+        models="results/tables/models.csv",
         paper_vs_ours=report("results/tables/paper_vs_ours.md", caption="../report/paper_vs_ours.rst",
                              category="Tables"),
-        dp_gap=report("results/tables/dp_gap.md", caption="../report/dp_gap.rst", category="Tables"),
     params:
-        tolerance=config["figures"]["table1"]["tolerance"],
+        tolerance=config["table1_tolerance"],
         hessian=main_hessian("table1"),
         skipped=SKIPPED,
         scale=config["scale"],
-        out_dir=lambda wildcards, output: os.path.dirname(output.points),
     log:
-        "logs/tables.log",
+        "logs/tables/table1.log",
     localrule: True
     conda:
         "../envs/netquant.yaml"
     script:
-        "../scripts/tables.py"
+        "../scripts/table1.py"
+
+
+rule points:
+    """The tidy table of every sweep point, and heuristics vs the DP optimum."""
+    input:
+        tables=all_curve_tables(),
+    output:
+        points="results/tables/points.csv",
+        dp_gap=report("results/tables/dp_gap.md", caption="../report/dp_gap.rst", category="Tables"),
+        dp_gap_csv="results/tables/dp_gap.csv",
+        dp_gap_tex="results/tables/dp_gap.tex",
+    log:
+        "logs/tables/points.log",
+    localrule: True
+    conda:
+        "../envs/netquant.yaml"
+    script:
+        "../scripts/points.py"
 
 
 rule fig1:
@@ -85,8 +99,3 @@ rule fig3:
 rule layerwise:
     input:
         expand("results/figures/layerwise-{net}.{ext}", net=figure_networks("layerwise"), ext=["pdf", "png"]),
-
-
-rule table1:
-    input:
-        rules.tables.output,

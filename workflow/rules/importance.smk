@@ -1,15 +1,13 @@
 rule importance:
     input:
-        data=prepared_data,
+        data=data_input,
         model="results/{net}/{variant}/model.pt",
     output:
         importance="results/{net}/{variant}/importance/{importance}.pt",
         summary="results/{net}/{variant}/importance/{importance}.json",
     params:
-        net=net_config,
-        importance=config["importance"],
-        imagenet_root=imagenet_root,
-        data=tensor_data,
+        importance=importance_params,
+        source=data_source,
         seed=SEED,
         device=DEVICE,
     log:

@@ -1,18 +1,17 @@
 rule sweep:
     """One curve: quantize at every rate of the grid, fine-tune, encode to .nqz, evaluate the decoded files."""
     input:
-        data=prepared_data,
+        data=data_input,
         model="results/{net}/{variant}/model.pt",
         importance=importance_input,
     output:
         table="results/{net}/{variant}/sweep/{scope}/{method}/{importance}/points.csv",
     params:
-        net=net_config,
+        finetune=network_section("finetune"),
         quantize=config["quantize"],
         coding=config["coding"],
         out_dir=lambda wildcards, output: os.path.join(os.path.dirname(output.table), "files"),
-        imagenet_root=imagenet_root,
-        data=tensor_data,
+        source=data_source,
         seed=SEED,
         device=DEVICE,
     log:

@@ -1,14 +1,13 @@
 rule train:
     input:
-        data=prepared_data,
+        data=data_input,
     output:
         model="results/{net}/baseline/model.pt",
         metrics="results/{net}/baseline/metrics.json",
         epochs="results/{net}/baseline/epochs.csv",
     params:
-        net=net_config,
-        imagenet_root=imagenet_root,
-        data=tensor_data,
+        net=network_section("train", "pretrained"),
+        source=data_source,
         seed=SEED,
         device=DEVICE,
     log:
@@ -27,16 +26,15 @@ rule train:
 
 rule prune:
     input:
-        data=prepared_data,
+        data=data_input,
         baseline="results/{net}/baseline/model.pt",
     output:
         model="results/{net}/pruned/model.pt",
         metrics="results/{net}/pruned/metrics.json",
         epochs="results/{net}/pruned/epochs.csv",
     params:
-        net=net_config,
-        imagenet_root=imagenet_root,
-        data=tensor_data,
+        net=network_section("prune"),
+        source=data_source,
         seed=SEED,
         device=DEVICE,
     log:

@@ -4,11 +4,11 @@ from netquant.io import read_json
 steps.setup(1, 0, snakemake.log[0])
 figure, net = snakemake.wildcards.figure, snakemake.wildcards.net
 points = report.read_points(snakemake.input.tables)
-baseline = read_json(snakemake.input.baseline)["accuracy"]
+reference = read_json(snakemake.input.reference)["accuracy"]
 out = dict(out_pdf=snakemake.output.pdf, out_png=snakemake.output.png)
 if figure == "fig1":
-    report.plot_figure1(points, net, hessian=snakemake.params.hessian, reference_accuracy=baseline, **out)
+    report.plot_figure1(points, net, hessian=snakemake.params.hessian, reference_accuracy=reference, **out)
 elif figure == "fig3":
     report.plot_figure3(points, net, hessian=snakemake.params.hessian, **out)
 else:
-    report.plot_layerwise(points, net, **out)
+    report.plot_layerwise(points, net, reference_accuracy=reference, **out)
