@@ -1,7 +1,7 @@
 """A small part of the smoke workflow, shared by the SLURM and the kill/resume tests.
 
-LeNet-5 only: prepare the data, train, prune, two sweeps (baseline k-means over all layers, pruned k-means
-layer by layer) and the layer-wise figure, a local rule. About 40 s on one core. ``reference`` runs it once
+LeNet-5 only: prepare the data, train, prune, three sweeps (baseline k-means over all layers, pruned k-means
+layer by layer and over all layers) and the layer-wise figure, a local rule. About 40 s on one core. ``reference`` runs it once
 per test session without interruption; ``snapshot`` reduces a run's outputs to what must be identical
 between runs (everything but wall-clock timings), and ``check_outputs`` proves each output is whole.
 """
@@ -31,7 +31,7 @@ TARGETS = [
 CONFIG = ["--configfile", "config/smoke.yaml", "--config", 'networks=["lenet5"]']
 # The computing rules of the subset (they go to SLURM) and its local rules (they never do).
 COMPUTING_RULES = {"prepare_data", "train", "prune", "sweep"}
-LOCAL_RULES = {"figure"}
+LOCAL_RULES = {"plot_layerwise"}
 
 
 def command(*options: str) -> list[str]:

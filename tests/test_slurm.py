@@ -295,7 +295,7 @@ def test_smoke_subset_runs_through_slurm(slurm, tmp_path, tmp_path_factory):
         rule = next(part for part in log.parts if part.startswith("rule_")).removeprefix("rule_")
         by_rule.setdefault(rule, []).append(slurm_id)
     assert set(by_rule) == COMPUTING_RULES, by_rule
-    assert len(by_rule["sweep"]) == 2
+    assert len(by_rule["sweep"]) == 3  # baseline k-means; pruned k-means layer by layer and all together
     # ... and the controller ran each of them to completion, the training-type ones with a GPU.
     jobs = slurm.jobs()
     for rule, ids in by_rule.items():

@@ -107,14 +107,14 @@ def curve_tables(figure, net=None, scope=None):
     ]
 
 
-def figure_inputs(wildcards):
+def figure_inputs(figure, net):
     """Figures 1 and 3 draw their own curves; the layer-wise figure also the same curves with all layers
     together, and a line at the pruned model's accuracy."""
-    tables = curve_tables(wildcards.figure, wildcards.net)
-    if wildcards.figure == "layerwise":
-        tables += curve_tables("layerwise", wildcards.net, scope="all")
-        return {"tables": tables, "reference": f"results/{wildcards.net}/pruned/metrics.json"}
-    return {"tables": tables, "reference": f"results/{wildcards.net}/baseline/metrics.json"}
+    tables = curve_tables(figure, net)
+    if figure == "layerwise":
+        tables += curve_tables("layerwise", net, scope="all")
+        return {"tables": tables, "reference": f"results/{net}/pruned/metrics.json"}
+    return {"tables": tables, "reference": f"results/{net}/baseline/metrics.json"}
 
 
 def all_curve_tables():

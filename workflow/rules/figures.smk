@@ -1,21 +1,26 @@
-rule figure:
-    """Figures 1 and 3 and the layer-wise comparison, one file per network."""
-    input:
-        unpack(figure_inputs),
-    output:
-        pdf=report("results/figures/{figure}-{net}.pdf", caption="../report/{figure}.rst", category="Figures"),
-        png="results/figures/{figure}-{net}.png",
-    params:
-        hessian=lambda wildcards: main_hessian(wildcards.figure),
-    wildcard_constraints:
-        figure="fig1|fig3|layerwise",
-    log:
-        "logs/figures/{figure}-{net}.log",
-    localrule: True
-    conda:
-        "../envs/netquant.yaml"
-    script:
-        "../scripts/figure.py"
+for _figure in ("fig1", "fig3", "layerwise"):
+
+    rule:
+        """Figures 1 and 3 and the layer-wise comparison, one file per network."""
+        name:
+            f"plot_{_figure}"
+        input:
+            unpack(lambda wildcards, figure=_figure: figure_inputs(figure, wildcards.net)),
+        output:
+            pdf=report(
+                f"results/figures/{_figure}-{{net}}.pdf", caption=f"../report/{_figure}.rst", category="Figures"
+            ),
+            png=f"results/figures/{_figure}-{{net}}.png",
+        params:
+            figure=_figure,
+            hessian=main_hessian(_figure),
+        log:
+            f"logs/figures/{_figure}-{{net}}.log",
+        localrule: True
+        conda:
+            "../envs/netquant.yaml"
+        script:
+            "../scripts/figure.py"
 
 
 rule figure2:

@@ -2,7 +2,7 @@ from netquant import report, steps
 from netquant.io import read_json
 
 steps.setup(1, 0, snakemake.log[0])
-figure, net = snakemake.wildcards.figure, snakemake.wildcards.net
+figure, net = snakemake.params.figure, snakemake.wildcards.net
 points = report.read_points(snakemake.input.tables)
 reference = read_json(snakemake.input.reference)["accuracy"]
 out = dict(out_pdf=snakemake.output.pdf, out_png=snakemake.output.png)
