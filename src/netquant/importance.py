@@ -59,6 +59,8 @@ from torch.func import functional_call, vjp, vmap
 from torch.nn.modules.batchnorm import _BatchNorm
 from tqdm.auto import tqdm
 
+from netquant import train
+
 ESTIMATORS = ("ggn", "ggn-mc", "hutchinson")
 BACKENDS = ("auto", "modules", "func")
 
@@ -489,13 +491,7 @@ def adam_second_moments(
                     loss = F.cross_entropy(out, y)
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
-                    with torch.no_grad():
-                        for k, m in masks.items():
-                            if named[k].grad is not None:
-                                named[k].grad.masked_fill_(~m, 0)
-                        optimizer.step()
-                        for k, m in masks.items():
-                            named[k].masked_fill_(~m, 0)
+                    train.masked_step(optimizer, named, masks)
                     step += 1
                     loss_sum += loss.item() * len(y)
                     correct += int((out.argmax(1) == y).sum())

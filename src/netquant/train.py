@@ -92,6 +92,21 @@ def apply_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
             params[name].mul_(mask.to(params[name].device, params[name].dtype))
 
 
+def masked_step(optimizer: torch.optim.Optimizer, params: dict[str, torch.Tensor],
+                masks: dict[str, torch.Tensor]) -> None:
+    """One optimizer step that leaves pruned weights exactly 0: their gradients are zeroed before the step
+    (so momentum and Adam's moments never see them) and the weights again after it (weight decay).
+    ``masks``: bool tensors on the parameters' device, True = kept."""
+    with torch.no_grad():
+        for name, mask in masks.items():
+            if params[name].grad is not None:
+                params[name].grad.masked_fill_(~mask, 0)
+    optimizer.step()
+    with torch.no_grad():
+        for name, mask in masks.items():
+            params[name].masked_fill_(~mask, 0)
+
+
 def train(model: nn.Module, epoch_batches: Callable[[int], Batches], samples_per_epoch: int, recipe: Recipe, *,
           masks: dict[str, torch.Tensor] | None = None, device: str = "cpu",
           evaluate_fn: Callable[[nn.Module], dict] | None = None,
@@ -104,7 +119,7 @@ def train(model: nn.Module, epoch_batches: Callable[[int], Batches], samples_per
     from tqdm import tqdm
 
     model.to(device)
-    masks = {k: v.to(device) for k, v in (masks or {}).items()}
+    masks = {k: v.to(device).bool() for k, v in (masks or {}).items()}
     params = dict(model.named_parameters())
     unknown = set(masks) - set(params)
     if unknown:
@@ -128,11 +143,7 @@ def train(model: nn.Module, epoch_batches: Callable[[int], Batches], samples_per
             loss = F.cross_entropy(out, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            with torch.no_grad():
-                for name, mask in masks.items():
-                    params[name].grad.mul_(mask)
-            optimizer.step()
-            apply_masks(model, masks)
+            masked_step(optimizer, params, masks)
             loss_sum += loss.item() * len(y)
             correct += (out.argmax(1) == y).sum().item()
             seen += len(y)
