@@ -236,8 +236,7 @@ def sweep_curve(arch: str, finetune: dict, *, method: str, importance_name: str,
         options.pop("ecsq_k", None)
     if not method.startswith("dp-"):
         options.pop("bins", None)
-    ft = finetune
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)  # fine-tuning batches, drawn in turn by the points of the grid
     out_dir_path = os.path.abspath(out_dir)
     if os.path.isdir(out_dir_path):
         shutil.rmtree(out_dir_path)
@@ -251,15 +250,12 @@ def sweep_curve(arch: str, finetune: dict, *, method: str, importance_name: str,
                                                   seed=seed, **{rate_name: value}, **options)
         quantize_seconds = time.perf_counter() - start
         point = f"{rate_name}={value:.6g}"
-        stages = [(False, qmodel, None)]
-        if ft["steps"] > 0:
-            ft_model = build_model(arch, data_source)
-            ft_qmodel, history = finetune_codebooks(
-                ft_model, qmodel, lambda: data_source.train_epoch(ft["batch_size"], g, augment="none"),
-                steps=ft["steps"], lr=ft["lr"], momentum=ft["momentum"], weight_decay=ft["weight_decay"],
-                reduction=ft["reduction"], device=device)
-            stages.append((True, ft_qmodel, history))
-        for finetuned, qm, history in stages:
+        ft_qmodel, history = finetune_codebooks(
+            build_model(arch, data_source), qmodel,
+            lambda: data_source.train_epoch(finetune["batch_size"], g, augment="none"),
+            steps=finetune["steps"], lr=finetune["lr"], momentum=finetune["momentum"],
+            weight_decay=finetune["weight_decay"], reduction=finetune["reduction"], device=device)
+        for finetuned, qm in ((False, qmodel), (True, ft_qmodel)):
             path = os.path.join(out_dir_path, f"{point}{'-ft' if finetuned else ''}.nqz")
             m = container.save(path, qm, **coding_cfg)
             # Table 1's extra rows (pruned, fine-tuned): the same model with ANS-coded labels, and with the
@@ -286,7 +282,7 @@ def sweep_curve(arch: str, finetune: dict, *, method: str, importance_name: str,
                 "weighted_distortion": sum(r.weighted_distortion * len(r.labels) for r in results) / max(
                     1, sum(len(r.labels) for r in results)),
                 "quantize_seconds": quantize_seconds,
-                "finetune_seconds": history.seconds if history else 0.0,
+                "finetune_seconds": history.seconds if finetuned else 0.0,
                 "path": os.path.relpath(path),
             }
             rows.append(row)
