@@ -1,6 +1,6 @@
 """Compare training recipes for LeNet-5 (baseline + 91% pruning) and a short ResNet-32 schedule.
 
-    python benchmarks/explore_recipes.py --variant caffe --data resources/mnist.pt --device cuda
+    python benchmarks/explore_recipes.py --variant caffe --data resources/data/mnist.pt --device cuda
 
 Prints one JSON line per variant: accuracies and wall times. Used to choose the default (cpu) recipes.
 """
@@ -20,8 +20,6 @@ VARIANTS = {
                         gamma=1e-4, power=0.75, augment="shift"),
     "caffe-shift-20k": dict(lr=0.01, batch_size=64, iterations=20000, momentum=0.9, weight_decay=5e-4,
                             lr_policy="inv", gamma=1e-4, power=0.75, augment="shift"),
-    "cosine-shift-15ep": dict(lr=0.05, batch_size=64, epochs=15, momentum=0.9, weight_decay=5e-4,
-                              lr_policy="cosine", augment="shift"),
 }
 
 
