@@ -21,8 +21,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-DATASETS = ("mnist", "cifar10", "synthetic-mnist", "synthetic-cifar10", "imagenet")
-
 STATS = {  # per-channel mean and std of the training images, on the 0..1 scale
     "mnist": ((0.1307,), (0.3081,)),
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
