@@ -97,3 +97,72 @@ def test_checkpoint_round_trip_and_foreign_file(tmp_path):
     with pytest.raises(ValueError, match="not a netquant checkpoint"):
         load_checkpoint(tmp_path / "other.pt")
     assert not list(tmp_path.glob("*.tmp"))
+
+
+class _Stop(Exception):
+    pass
+
+
+def _resumable_run(tmp_path, stop_after=None, masks=None):
+    """Train LeNet-5 on tiny data for 3 epochs with a resume file; optionally die after an epoch."""
+    from netquant.steps import epoch_generator
+
+    splits = _tiny_data()
+    torch.manual_seed(0)
+    model = models.build("lenet5")
+    recipe = train.Recipe(lr=0.05, batch_size=32, epochs=3, lr_policy="cosine", warmup=0.1, nesterov=True,
+                          augment="shift", weight_decay=1e-4)
+
+    def on_epoch(row):
+        if stop_after is not None and row["epoch"] == stop_after:
+            raise _Stop
+
+    history = train.train(model, lambda e: data.batches(splits["train"], 32, shuffle=True,
+                                                        generator=epoch_generator(7, e), augment="shift"),
+                          len(splits["train"]), recipe, masks=masks, on_epoch=on_epoch,
+                          resume_path=tmp_path / "model.pt.resume", resume_key="k")
+    return model, history
+
+
+def test_a_killed_training_resumes_to_the_same_weights(tmp_path):
+    masks = prune.magnitude_masks({"fc1.weight": models.build("lenet5").fc1.weight}, 0.5)
+    whole, whole_history = _resumable_run(tmp_path / "whole", masks=masks)
+    for stop in (1, 2):
+        try:
+            _resumable_run(tmp_path / "killed", stop_after=stop, masks=masks)
+        except _Stop:
+            pass
+    resumed, history = _resumable_run(tmp_path / "killed", masks=masks)
+    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert [r["train_loss"] for r in history] == [r["train_loss"] for r in whole_history]
+    assert bool((resumed.fc1.weight[~masks["fc1.weight"]] == 0).all())
+
+
+def test_a_resume_file_of_other_settings_is_not_used(tmp_path):
+    _resumable_run(tmp_path)
+    splits = _tiny_data()
+    model = models.build("lenet5")
+    recipe = train.Recipe(lr=0.05, batch_size=32, epochs=1)
+    history = train.train(model, lambda e: data.batches(splits["train"], 32), len(splits["train"]), recipe,
+                          resume_path=tmp_path / "model.pt.resume", resume_key="other")
+    assert len(history) == 1 and history[0]["epoch"] == 1
+
+
+def test_warmup_ramps_then_cosine_decays():
+    recipe = train.Recipe(lr=1.0, batch_size=1, iterations=100, lr_policy="cosine", warmup=0.1)
+    factors = [recipe.lr_factor(it, 100) for it in range(100)]
+    assert factors[0] == 0.1 / 1.0 and abs(factors[9] - 1.0) < 1e-12
+    assert all(a >= b for a, b in zip(factors[9:], factors[10:])) and factors[-1] < 0.01
+
+
+def test_bf16_training_keeps_float32_weights_and_learns():
+    splits = _tiny_data(512)
+    torch.manual_seed(0)
+    model = models.build("lenet5")
+    recipe = train.Recipe(lr=0.05, batch_size=32, epochs=2, precision="bf16", momentum=0.9)
+    train.train(model, lambda e: data.batches(splits["train"], 32, shuffle=True,
+                                              generator=torch.Generator().manual_seed(e)),
+                len(splits["train"]), recipe)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert train.evaluate(model, data.batches(splits["test"], 64))["accuracy"] > 50

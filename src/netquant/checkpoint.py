@@ -26,7 +26,7 @@ def save_checkpoint(path: str | os.PathLike, ckpt: Checkpoint) -> None:
     payload = {
         "format": "netquant-checkpoint-1",
         "arch": ckpt.arch,
-        "state_dict": {k: v.detach().cpu() for k, v in ckpt.state_dict.items()},
+        "state_dict": {k: v.detach().cpu().contiguous() for k, v in ckpt.state_dict.items()},
         "masks": {k: v.detach().cpu().bool() for k, v in ckpt.masks.items()},
         "meta": ckpt.meta,
     }

@@ -42,6 +42,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from netquant.qmodel import PRUNED, QuantizedModel, QuantizedTensor
+from netquant.train import PRECISIONS, autocast, use_channels_last
 
 REDUCTIONS = ("sum", "mean")
 
@@ -72,6 +73,7 @@ class CodebookNetwork:
 
     def __init__(self, model: nn.Module, qmodel: QuantizedModel, device: torch.device) -> None:
         self.model = model
+        self.channels_last = use_channels_last(model)
         self.centers = [torch.tensor(book, dtype=torch.float32, device=device, requires_grad=True)
                         for book in qmodel.codebooks]
         self.counts = [torch.zeros(len(book), dtype=torch.float32, device=device) for book in qmodel.codebooks]
@@ -95,10 +97,15 @@ class CodebookNetwork:
         books = [torch.cat([centers, self._zero]) for centers in self.centers]
         out = dict(self.frozen)
         for name, index in self.index.items():
-            out[name] = books[self.codebook_of[name]][index].view(self.shapes[name])
+            value = books[self.codebook_of[name]][index].view(self.shapes[name])
+            if self.channels_last and value.dim() == 4:
+                value = value.contiguous(memory_format=torch.channels_last)
+            out[name] = value
         return out
 
     def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
+        if self.channels_last and inputs.dim() == 4:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
         return torch.func.functional_call(self.model, self.tensors(), (inputs,))
 
     def quantized_model(self, template: QuantizedModel) -> QuantizedModel:
@@ -125,6 +132,7 @@ def finetune_codebooks(
     reduction: str = "mean",
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
     device: str | torch.device = "cpu",
+    precision: str = "fp32",
     eval_fn: Callable[[nn.Module], Any] | None = None,
     progress: bool = False,
 ) -> tuple[QuantizedModel, FinetuneHistory]:
@@ -146,6 +154,7 @@ def finetune_codebooks(
             module docstring for why "mean" is the default.
         loss_fn: loss(outputs, targets) -> scalar; cross-entropy by default.
         device: "cpu", "cuda", a torch.device, or "auto" (cuda when available).
+        precision: "fp32", or "bf16" (forward and backward under bfloat16 autocast; the centres stay float32).
         eval_fn: optional eval_fn(model) -> anything JSON-able (e.g. accuracy), called before and after.
         progress: show a tqdm progress bar.
 
@@ -154,6 +163,8 @@ def finetune_codebooks(
         a FinetuneHistory (loss and lr per step, eval before/after, seconds).
     """
     _check_arguments(steps, lr, momentum, weight_decay, reduction)
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     _check_matches(model, qmodel)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else torch.device(device)
 
@@ -176,7 +187,8 @@ def finetune_codebooks(
             for group in optimizer.param_groups:
                 group["lr"] = step_lr
             inputs, targets = _unpack(next(stream), step)
-            loss = loss_fn(network(inputs.to(device, non_blocking=True)), targets.to(device, non_blocking=True))
+            with autocast(str(device), precision):
+                loss = loss_fn(network(inputs.to(device, non_blocking=True)), targets.to(device, non_blocking=True))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if reduction == "mean":

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import os
 import shutil
 import time
+from dataclasses import asdict
 from typing import Any
 
 import torch
@@ -61,20 +63,28 @@ def test_metrics(model: torch.nn.Module, source, device: str, arch: str) -> dict
     return train.evaluate(model, source.test_batches(), device=device, topk=topk)
 
 
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """The random generator of one training epoch (shuffling and augmentation), so that any epoch's batches
+    can be made again on their own, as a resumed run needs."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
 def fit(model, source, recipe: train.Recipe, *, seed: int, device: str, masks=None, arch: str = "",
-        progress: bool = True) -> list[dict]:
-    """Train with per-epoch test metrics, logging each epoch."""
-    g = torch.Generator().manual_seed(seed)
+        resume_path: str | None = None, progress: bool = True) -> list[dict]:
+    """Train with per-epoch test metrics, logging each epoch; resumable from ``resume_path``."""
 
     def on_epoch(row: dict) -> None:
         log.info("epoch %d  it %d  lr %.5f  train loss %.4f  test acc %.2f%%  (%.1fs)", row["epoch"],
                  row["iteration"], row["lr"], row["train_loss"], row.get("test_accuracy", float("nan")),
                  row["seconds"])
 
-    return train.train(model, lambda epoch: source.train_epoch(recipe.batch_size, g, augment=recipe.augment),
+    key = json.dumps({"arch": arch, "recipe": asdict(recipe), "seed": seed,
+                      "masks": sorted((k, int(v.sum())) for k, v in (masks or {}).items())}, sort_keys=True)
+    return train.train(model, lambda epoch: source.train_epoch(recipe.batch_size, epoch_generator(seed, epoch),
+                                                               augment=recipe.augment),
                        source.samples_per_epoch, recipe, masks=masks, device=device,
                        evaluate_fn=lambda m: test_metrics(m, source, device, arch), on_epoch=on_epoch,
-                       progress=progress)
+                       progress=progress, resume_path=resume_path, resume_key=key)
 
 
 def model_summary(model: torch.nn.Module, masks: dict | None = None) -> dict:
@@ -102,7 +112,8 @@ def train_baseline(arch: str, net: dict, *, source: dict, out_model: str, out_me
         if "train" not in net:
             raise ValueError(f"config: {arch} has neither '{arch}.train' (a recipe) nor '{arch}.pretrained'")
         recipe = train.Recipe.from_config(net["train"])
-        history = fit(model, data_source, recipe, seed=seed, device=device, arch=arch)
+        history = fit(model, data_source, recipe, seed=seed, device=device, arch=arch,
+                      resume_path=resume_file(out_model))
     result = test_metrics(model, data_source, device, arch)
     metrics = {"arch": arch, "stage": "baseline", "dataset": source["dataset"], **result,
                "seconds": time.perf_counter() - start, "device": device, **model_summary(model)}
@@ -110,6 +121,7 @@ def train_baseline(arch: str, net: dict, *, source: dict, out_model: str, out_me
     save_checkpoint(out_model, Checkpoint(arch, model.state_dict(), {}, {"stage": "baseline", **result}))
     write_csv(out_epochs, history or [{"epoch": 0, **{f"test_{k}": v for k, v in result.items()}}])
     write_json(out_metrics, metrics)
+    remove_resume_files(out_model)
     return metrics
 
 
@@ -130,7 +142,8 @@ def prune_network(arch: str, net: dict, *, baseline: str, source: dict, out_mode
         masks = prune.magnitude_masks({n: params[n] for n in names}, sparsity, scope=cfg.get("scope", "global"))
         log.info("%s pruning stage %d: sparsity %.4f of %d prunable weights", arch, stage, sparsity,
                  sum(params[n].numel() for n in names))
-        for row in fit(model, data_source, recipe, seed=seed + stage, device=device, masks=masks, arch=arch):
+        for row in fit(model, data_source, recipe, seed=seed + stage, device=device, masks=masks, arch=arch,
+                       resume_path=resume_file(out_model, stage)):
             rows.append({"stage": stage, "target_sparsity": sparsity, **row})
     result = test_metrics(model, data_source, device, arch)
     summary = model_summary(model, masks)
@@ -143,7 +156,20 @@ def prune_network(arch: str, net: dict, *, baseline: str, source: dict, out_mode
     save_checkpoint(out_model, Checkpoint(arch, model.state_dict(), masks, {"stage": "pruned", **result}))
     write_csv(out_epochs, rows)
     write_json(out_metrics, metrics)
+    remove_resume_files(out_model)
     return metrics
+
+
+def resume_file(out_model: str, stage: int | None = None) -> str:
+    """Where a training job keeps its per-epoch state until its model file is written (beside it)."""
+    return f"{out_model}.resume{'' if stage is None else f'-stage{stage}'}"
+
+
+def remove_resume_files(out_model: str) -> None:
+    folder, name = os.path.split(os.path.abspath(out_model))
+    for entry in os.listdir(folder):
+        if entry.startswith(f"{name}.resume"):
+            os.remove(os.path.join(folder, entry))
 
 
 def load_network(arch: str, model_path: str, data_source) -> tuple[torch.nn.Module, Checkpoint]:
@@ -254,7 +280,8 @@ def sweep_curve(arch: str, finetune: dict, *, method: str, importance_name: str,
             build_model(arch, data_source), qmodel,
             lambda: data_source.train_epoch(finetune["batch_size"], g, augment="none"),
             steps=finetune["steps"], lr=finetune["lr"], momentum=finetune["momentum"],
-            weight_decay=finetune["weight_decay"], reduction=finetune["reduction"], device=device)
+            weight_decay=finetune["weight_decay"], reduction=finetune["reduction"],
+            precision=finetune.get("precision", "fp32"), device=device)
         for finetuned, qm in ((False, qmodel), (True, ft_qmodel)):
             path = os.path.join(out_dir_path, f"{point}{'-ft' if finetuned else ''}.nqz")
             m = container.save(path, qm, **coding_cfg)

@@ -2,11 +2,24 @@
 
 Pruning masks (name -> bool tensor, True = kept) are held through training: masked gradients are zeroed
 before each step and masked weights are zeroed after it, so pruned weights stay exactly 0.
+
+Speed on a CPU (measured in benchmarks/bench_resnet_cpu.py): convolutional networks run in the
+channels_last memory format (oneDNN's native layout), evaluation runs under ``torch.inference_mode`` in
+batches small enough to stay in cache, and a recipe may train with bfloat16 autocast (``precision:
+bf16``; weights, optimizer state and evaluation stay float32).
+
+Resuming: with ``resume_path``, ``train`` writes its whole state (weights, optimizer, position, history,
+torch's global RNG) atomically after every epoch and, when started again with the same ``resume_key``,
+continues from the last epoch written. ``epoch_batches(epoch)`` must give the same batches for the same
+epoch (seed its shuffling from the epoch number), so a resumed run computes exactly what an uninterrupted
+one would.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
@@ -15,9 +28,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+log = logging.getLogger("netquant")
+
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
 LR_POLICIES = ("constant", "inv", "multistep", "cosine")
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass
@@ -25,7 +41,9 @@ class Recipe:
     """A training schedule. Exactly one of ``iterations`` or ``epochs`` sets its length.
 
     lr_policy: "constant"; "inv" (Caffe: lr * (1 + gamma * it) ** -power); "multistep" (lr * gamma at each
-    of ``milestones``, given as fractions of the total length); "cosine" (to 0).
+    of ``milestones``, given as fractions of the total length); "cosine" (to 0). ``warmup``: a fraction of
+    the total length over which the learning rate ramps up linearly from 0 before the policy applies.
+    ``precision``: "fp32", or "bf16" (forward and backward under bfloat16 autocast; float32 weights).
     """
 
     lr: float
@@ -42,6 +60,9 @@ class Recipe:
     augment: str = "none"
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
+    nesterov: bool = False
+    warmup: float = 0.0
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         if (self.iterations is None) == (self.epochs is None):
@@ -50,6 +71,10 @@ class Recipe:
             raise ValueError(f"unknown lr_policy {self.lr_policy!r}; expected one of {', '.join(LR_POLICIES)}")
         if self.optimizer not in ("sgd", "adam"):
             raise ValueError(f"unknown optimizer {self.optimizer!r}; expected sgd or adam")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}; expected one of {', '.join(PRECISIONS)}")
+        if not 0.0 <= self.warmup < 1.0:
+            raise ValueError(f"warmup is a fraction of the training length in [0, 1), got {self.warmup!r}")
 
     def total_iterations(self, samples_per_epoch: int) -> int:
         if self.iterations is not None:
@@ -57,13 +82,15 @@ class Recipe:
         return math.ceil(self.epochs * samples_per_epoch / self.batch_size)
 
     def lr_factor(self, it: int, total: int) -> float:
+        warm = self.warmup * total
+        ramp = min(1.0, (it + 1) / warm) if warm > 0 else 1.0
         if self.lr_policy == "inv":
-            return (1.0 + self.gamma * it) ** (-self.power)
+            return ramp * (1.0 + self.gamma * it) ** (-self.power)
         if self.lr_policy == "multistep":
-            return self.gamma ** sum(it >= m * total for m in self.milestones)
+            return ramp * self.gamma ** sum(it >= m * total for m in self.milestones)
         if self.lr_policy == "cosine":
-            return 0.5 * (1.0 + math.cos(math.pi * it / total))
-        return 1.0
+            return ramp * 0.5 * (1.0 + math.cos(math.pi * max(0.0, it - warm) / (total - warm)))
+        return ramp
 
     @classmethod
     def from_config(cls, cfg: dict) -> "Recipe":
@@ -81,7 +108,29 @@ def make_optimizer(params, recipe: Recipe) -> torch.optim.Optimizer:
     if recipe.optimizer == "adam":
         return torch.optim.Adam(params, lr=recipe.lr, betas=recipe.betas, eps=recipe.eps,
                                 weight_decay=recipe.weight_decay)
-    return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+    return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay,
+                           nesterov=recipe.nesterov)
+
+
+def autocast(device: str, precision: str):
+    """The autocast context of a precision ("fp32": none)."""
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def use_channels_last(model: nn.Module) -> bool:
+    """Convert a network with 2-d convolutions to the channels_last memory format (in place; the values and
+    the state_dict's shapes are unchanged). Returns whether its inputs should be channels_last too."""
+    if not any(isinstance(m, nn.Conv2d) for m in model.modules()):
+        return False
+    model.to(memory_format=torch.channels_last)
+    return True
+
+
+def to_device(x: torch.Tensor, device: str, channels_last: bool) -> torch.Tensor:
+    x = x.to(device, non_blocking=True)
+    if channels_last and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
 
 
 def apply_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
@@ -110,15 +159,19 @@ def masked_step(optimizer: torch.optim.Optimizer, params: dict[str, torch.Tensor
 def train(model: nn.Module, epoch_batches: Callable[[int], Batches], samples_per_epoch: int, recipe: Recipe, *,
           masks: dict[str, torch.Tensor] | None = None, device: str = "cpu",
           evaluate_fn: Callable[[nn.Module], dict] | None = None,
-          on_epoch: Callable[[dict], None] | None = None, progress: bool = False) -> list[dict]:
+          on_epoch: Callable[[dict], None] | None = None, progress: bool = False,
+          resume_path: str | os.PathLike | None = None, resume_key: str = "") -> list[dict]:
     """Train ``model`` in place for ``recipe``'s length; return one row per epoch.
 
-    ``epoch_batches(epoch)`` gives one shuffled pass over the training data. ``evaluate_fn(model)`` (e.g. test
-    accuracy) is called at the end of each epoch; ``on_epoch(row)`` receives each row as it is made.
+    ``epoch_batches(epoch)`` gives one shuffled pass over the training data (the same batches for the same
+    epoch). ``evaluate_fn(model)`` (e.g. test accuracy) is called at the end of each epoch; ``on_epoch(row)``
+    receives each row as it is made. ``resume_path``/``resume_key``: see the module docstring; a file
+    written under another key (another recipe, seed or stage) is not used, and is replaced.
     """
     from tqdm import tqdm
 
     model.to(device)
+    channels_last = use_channels_last(model)
     masks = {k: v.to(device).bool() for k, v in (masks or {}).items()}
     params = dict(model.named_parameters())
     unknown = set(masks) - set(params)
@@ -129,7 +182,14 @@ def train(model: nn.Module, epoch_batches: Callable[[int], Batches], samples_per
     total = recipe.total_iterations(samples_per_epoch)
     history: list[dict] = []
     it, epoch = 0, 0
-    bar = tqdm(total=total, disable=not progress, desc="train", mininterval=5)
+    state = _read_resume(resume_path, resume_key)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"])
+        it, epoch, history = state["iteration"], state["epoch"], state["history"]
+        log.info("resuming from %s after epoch %d (iteration %d of %d)", resume_path, epoch, it, total)
+    bar = tqdm(total=total, initial=it, disable=not progress, desc="train", mininterval=5)
     while it < total:
         model.train()
         start, loss_sum, correct, seen = time.perf_counter(), 0.0, 0, 0
@@ -138,9 +198,10 @@ def train(model: nn.Module, epoch_batches: Callable[[int], Batches], samples_per
                 break
             for group in optimizer.param_groups:
                 group["lr"] = recipe.lr * recipe.lr_factor(it, total)
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            out = model(x)
-            loss = F.cross_entropy(out, y)
+            x, y = to_device(x, device, channels_last), y.to(device, non_blocking=True)
+            with autocast(device, recipe.precision):
+                out = model(x)
+                loss = F.cross_entropy(out, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             masked_step(optimizer, params, masks)
@@ -155,24 +216,50 @@ def train(model: nn.Module, epoch_batches: Callable[[int], Batches], samples_per
         if evaluate_fn is not None:
             row.update({f"test_{k}": v for k, v in evaluate_fn(model).items()})
         history.append(row)
+        epoch += 1
+        if resume_path is not None:
+            _write_resume(resume_path, {"key": resume_key, "iteration": it, "epoch": epoch, "history": history,
+                                        "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                        "rng": torch.get_rng_state()})
         if on_epoch is not None:
             on_epoch(row)
-        epoch += 1
     bar.close()
     return history
 
 
-@torch.no_grad()
+def _read_resume(path: str | os.PathLike | None, key: str) -> dict | None:
+    if path is None or not os.path.exists(path):
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - an unreadable resume file only costs the epochs it held
+        log.warning("ignoring unreadable resume file %s (%s); starting from the beginning", path, exc)
+        return None
+    if not isinstance(state, dict) or state.get("key") != key:
+        log.warning("ignoring resume file %s: written for other settings; starting from the beginning", path)
+        return None
+    return state
+
+
+def _write_resume(path: str | os.PathLike, state: dict) -> None:
+    from netquant.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+@torch.inference_mode()
 def evaluate(model: nn.Module, batches: Batches, *, device: str = "cpu", topk: tuple[int, ...] = (1,)) -> dict:
-    """Mean cross-entropy loss and top-k accuracies (%) of ``model`` over ``batches``.
+    """Mean cross-entropy loss and top-k accuracies (%) of ``model`` over ``batches``, in float32.
 
     Returns {"loss", "accuracy"} (top-1) plus "top5" etc. for other k.
     """
     model.to(device).eval()
+    channels_last = use_channels_last(model)
     loss_sum, n = 0.0, 0
     hits = {k: 0 for k in topk}
     for x, y in batches:
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        x, y = to_device(x, device, channels_last), y.to(device, non_blocking=True)
         out = model(x)
         loss_sum += F.cross_entropy(out, y, reduction="sum").item()
         ranked = out.topk(min(max(topk), out.shape[1]), dim=1).indices

@@ -19,6 +19,12 @@ FOLDER_DATASETS = ("imagenet", "synthetic-imagenet")
 PREPARED_DATASETS = sorted({d for d in DATASET_OF.values() if d not in FOLDER_DATASETS})
 SYNTHETIC_IMAGENET = "resources/data/synthetic-imagenet"
 THREADS = config["threads"]
+# Training runs alone on a small machine unless told otherwise: it then uses every core Snakemake was given.
+TRAIN_THREADS = (
+    config["train_threads"]
+    if config["train_threads"] != "all"
+    else min(workflow.cores or THREADS, os.cpu_count() or 1)
+)
 SEED = config["seed"]
 DEVICE = config["device"]
 # The model variant and quantization scope of each figure and table (the plotting code draws exactly these).

@@ -14,7 +14,7 @@ rule train:
         "logs/train/{net}.log",
     benchmark:
         "logs/benchmarks/train/{net}.tsv"
-    threads: THREADS
+    threads: TRAIN_THREADS
     resources:
         mem_mb=8000,
         runtime=240,
@@ -41,7 +41,7 @@ rule prune:
         "logs/prune/{net}.log",
     benchmark:
         "logs/benchmarks/prune/{net}.tsv"
-    threads: THREADS
+    threads: TRAIN_THREADS
     resources:
         mem_mb=8000,
         runtime=240,
