@@ -10,6 +10,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, hessian, jacrev
 
+from hypothesis import given, settings, strategies as st
+
+from netquant import data, importance, models
 from netquant.importance import adam_second_moments, apply_floor, hessian_diagonal, layer_summary
 from netquant.models import build
 
@@ -395,3 +398,61 @@ def test_layer_summary_statistics_cover_kept_entries():
     rows = layer_summary(importance, masks={"a": torch.tensor([True, True, True, False])})
     assert rows[0] == {"name": "a", "numel": 4, "kept": 3, "mean": 2.0, "median": 2.0, "min": 1.0, "max": 3.0}
     assert rows[1] == {"name": "b", "numel": 2, "kept": 2, "mean": 2.0, "median": 0.0, "min": 0.0, "max": 4.0}
+
+
+def test_becker_lecun_is_exact_for_a_single_linear_layer():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 5))
+    x, y = torch.randn(40, 3, 2, 2), torch.randint(0, 5, (40,))
+    ours = importance.hessian_diagonal(model, [(x, y)], 40, estimator="becker-lecun", floor=None)
+    exact = importance.hessian_diagonal(model, [(x, y)], 40, estimator="ggn", floor=None)
+    for name in exact:
+        torch.testing.assert_close(ours[name], exact[name], rtol=1e-5, atol=1e-7)
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.integers(1, 9))
+def test_becker_lecun_matches_the_hand_written_recursion(seed, batch):
+    g = torch.Generator().manual_seed(seed)
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)).double()
+    for p in model.parameters():
+        p.data = torch.randn(p.shape, generator=g, dtype=torch.float64)
+    x = torch.randn(batch, 4, generator=g, dtype=torch.float64)
+    ours = importance.hessian_diagonal(model, [(x, torch.zeros(batch, dtype=torch.int64))], batch,
+                                       estimator="becker-lecun", floor=None)
+    w1, b1, w2 = model[0].weight.detach(), model[0].bias.detach(), model[2].weight.detach()
+    a = x @ w1.T + b1
+    r = a.clamp(min=0)
+    p = torch.softmax(model(x).detach(), 1)
+    d_z = p * (1 - p)                                  # [B, 2]
+    d_a = (d_z @ (w2 * w2)) * (a > 0)                  # [B, 3]
+    expected = {"0.weight": d_a.T @ (x * x), "0.bias": d_a.sum(0), "2.weight": d_z.T @ (r * r),
+                "2.bias": d_z.sum(0)}
+    for name, value in expected.items():
+        torch.testing.assert_close(ours[name], value / batch)
+
+
+def test_becker_lecun_ranks_resnet32_like_the_exact_diagonal():
+    from scipy.stats import spearmanr
+
+    torch.manual_seed(0)
+    model = models.build("resnet32")
+    splits = data.synthetic("cifar10", 256, 16)
+    x, y = splits["train"].normalize(splits["train"].images[:48]), splits["train"].labels[:48]
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.momentum = None
+    with torch.no_grad():
+        model.train()(splits["train"].normalize(splits["train"].images))  # running statistics of the data
+    ours = importance.hessian_diagonal(model, [(x, y)], 48, estimator="becker-lecun", floor=None)
+    exact = importance.hessian_diagonal(model, [(x, y)], 48, estimator="ggn", floor=None)
+    flat = lambda h: torch.cat([v.flatten() for v in h.values()]).numpy()  # noqa: E731
+    assert spearmanr(flat(ours), flat(exact)).statistic > 0.6
+    torch.testing.assert_close(ours["fc.weight"], exact["fc.weight"], rtol=1e-4, atol=1e-9)
+
+
+def test_becker_lecun_refuses_smooth_nonlinearities():
+    model = nn.Sequential(nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 2))
+    with pytest.raises(ValueError, match="smooth nonlinearity.*ggn"):
+        importance.hessian_diagonal(model, [(torch.randn(5, 4), torch.zeros(5, dtype=torch.int64))], 5,
+                                    estimator="becker-lecun")

@@ -13,6 +13,10 @@ training loss (mean cross-entropy), or alternatively by the square root of Adam'
   nothing is dropped). With H_n = sum_c r_c r_c^T, r_c = sqrt(p_c) (e_c - p):
   diag(G) = (1/n) sum_n sum_c (J_n^T r_c)^2, the squared per-sample vector-Jacobian products of C rows
   (C = number of classes). Cost: one forward and C backward passes per sample.
+- ``"becker-lecun"``: the paper's estimator, the diagonal back-propagation of Le Cun (1987) / Becker &
+  Le Cun (1988) (``netquant.diagonal_backprop``): one forward and one backward pass per batch, an
+  approximation of the diagonal above that drops the off-diagonal terms of every layer's curvature (at
+  the output too: p (1 - p) instead of diag(p) - p p^T). Exact for the last layer's weights.
 - ``"ggn-mc"``: unbiased Monte-Carlo estimate of the same diagonal. Rows (p - e_y) / sqrt(K) for K labels
   y ~ softmax(logits) per sample (``mc_samples``): E_y[(J^T (p - e_y))^2] = diag(J^T H J). K backward
   passes per sample.
@@ -60,8 +64,9 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from tqdm.auto import tqdm
 
 from netquant import train
+from netquant.diagonal_backprop import backprop_diagonal
 
-ESTIMATORS = ("ggn", "ggn-mc", "hutchinson")
+ESTIMATORS = ("ggn", "becker-lecun", "ggn-mc", "hutchinson")
 BACKENDS = ("auto", "modules", "func")
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -146,6 +151,14 @@ def hessian_diagonal(
     if estimator == "hutchinson":
         def accumulate(x: torch.Tensor, y: torch.Tensor) -> None:
             _hutchinson_batch(model, params, x, y, n_probes, generator, total)
+    elif estimator == "becker-lecun":
+        channels_last = train.use_channels_last(model)
+
+        def accumulate(x: torch.Tensor, y: torch.Tensor) -> None:
+            x = train.to_device(x, device, channels_last)
+            with _parameters_require_grad(model):
+                for name, value in backprop_diagonal(model, x).items():
+                    total[name] += value
     else:
         plan: tuple[bool, int, int] | None = None  # (use "modules", samples, rows per step), set on the first batch
 

@@ -86,6 +86,12 @@ def network_section(*keys):
     return section
 
 
+def quantize_section(wildcards):
+    """The quantize section, with the network's own rate grid (``<net>.rates``) where it has one."""
+    rates = config[wildcards.net].get("rates") or config["quantize"]["rates"]
+    return {**config["quantize"], "rates": rates}
+
+
 def importance_params(wildcards):
     section = config["importance"]
     if wildcards.importance == "adam":

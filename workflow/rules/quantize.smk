@@ -8,7 +8,7 @@ rule sweep:
         table="results/{net}/{variant}/sweep/{scope}/{method}/{importance}/points.csv",
     params:
         finetune=network_section("finetune"),
-        quantize=config["quantize"],
+        quantize=quantize_section,
         coding=config["coding"],
         out_dir=lambda wildcards, output: os.path.join(os.path.dirname(output.table), "files"),
         source=data_source,
