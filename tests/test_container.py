@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import json
 import os
 import struct
@@ -323,15 +325,49 @@ def test_foreign_and_future_files(tmp_path, small_file):
     with pytest.raises(ContainerError, match="truncated at byte 0"):
         container.decode(b"")
     future = bytearray(small_file)
-    future[8:10] = struct.pack("<H", 2)
+    future[8:10] = struct.pack("<H", 3)
     future[12:16] = struct.pack("<I", zlib.crc32(bytes(future[:12])))
-    with pytest.raises(ContainerError, match="unsupported format version 2"):
+    with pytest.raises(ContainerError, match="unsupported format version 3"):
         container.decode(bytes(future))
     with pytest.raises(ContainerError, match="3 unexpected bytes after the last section"):
         container.decode(small_file + b"abc")
     (tmp_path / "bad.nqz").write_bytes(small_file[:-1])
     with pytest.raises(ContainerError, match="bad.nqz: truncated"):
         container.load(tmp_path / "bad.nqz")
+
+
+def _as_version_1(data: bytes) -> bytes:
+    """The same file as format version 1 wrote it: no network description at the end of META."""
+    head = bytearray(data[:16])
+    head[8:10] = struct.pack("<H", 1)
+    head[12:16] = struct.pack("<I", zlib.crc32(bytes(head[:12])))
+    out, pos = bytearray(head), 16
+    while pos < len(data):
+        tag, length = struct.unpack_from("<4sI", data, pos)
+        payload = data[pos + 8 : pos + 8 + length]
+        if tag == b"META":
+            meta = zlib.decompress(payload)
+            assert meta.endswith(b"\x02{}")
+            payload = zlib.compress(meta[:-3], 9)
+        framed = struct.pack("<4sI", tag, len(payload)) + payload
+        out += framed + struct.pack("<I", zlib.crc32(framed))
+        pos += 8 + length + 4
+    return bytes(out)
+
+
+def test_version_1_files_are_still_read(small_file):
+    old = _as_version_1(small_file)
+    assert old != small_file
+    decoded = container.decode(old)
+    assert decoded.network == {}
+    for a, b in zip(container.decode(small_file).state_dict().values(), decoded.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_the_network_description_round_trips(lenet):
+    described = copy.copy(lenet)
+    described.network = {"arch": "lenet5", "dataset": "mnist", "num_classes": 10}
+    assert container.decode(container.encode(described)).network == described.network
 
 
 # --------------------------------------------------------------------------------------------------
@@ -359,3 +395,25 @@ def test_cli_inspect_and_decode(tmp_path, lenet):
     out = _run("decode", tmp_path / "bad.nqz", tmp_path / "bad.pt")
     assert out.returncode == 2 and "truncated at byte 1000" in out.stderr
     assert not (tmp_path / "bad.pt").exists()
+
+
+def test_cli_evaluate_rebuilds_the_network_from_the_file(tmp_path, lenet):
+    from netquant import data, models, train
+
+    splits = data.synthetic("mnist", 64, 200, seed=3)
+    data.save_prepared(tmp_path / "synthetic-mnist.pt", splits)
+    described = copy.copy(lenet)
+    described.network = {"arch": "lenet5", "dataset": "synthetic-mnist", "num_classes": 10, "in_channels": 1,
+                         "input_size": 28}
+    path = tmp_path / "m.nqz"
+    m = container.save(path, described)
+    out = _run("evaluate", path, "--prepared", tmp_path / "synthetic-mnist.pt", "--json")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    model = models.build("lenet5")
+    model.load_state_dict(lenet.state_dict())
+    expected = train.evaluate(model, data.batches(splits["test"], 50))
+    assert result["accuracy"] == expected["accuracy"] and result["ratio"] == m["ratio_file"]
+    assert result["arch"] == "lenet5"
+    out = _run("evaluate", path)
+    assert out.returncode == 2 and "data_root" in out.stderr

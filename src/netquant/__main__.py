@@ -3,6 +3,8 @@
 Commands:
   inspect FILE.nqz [--json]   section sizes, the paper's eq. (1) breakdown, compression ratio, entropy
   decode FILE.nqz OUT.pt      the decoded network as a plain PyTorch state_dict (torch.load-able)
+  evaluate FILE.nqz --data-root DIR [--json]
+                              rebuild the network the file holds, print its test accuracy and ratio
 """
 
 from __future__ import annotations
@@ -59,6 +61,21 @@ def _decode(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    from netquant import compress
+
+    result = compress.evaluate_file(args.file, data_root=args.data_root, prepared=args.prepared,
+                                    device=args.device)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    top5 = f", top-5 {result['top5']:.2f}%" if "top5" in result else ""
+    print(f"{args.file}: {result['arch']} on {result['dataset']}: test accuracy {result['accuracy']:.2f}%{top5}, "
+          f"compression ratio {result['ratio']:.2f} ({result['file_bytes']:,} bytes for "
+          f"{result['n_params']:,} parameters)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="netquant", description="Network quantization towards the limit.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -72,6 +89,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", metavar="FILE.nqz")
     p.add_argument("out", metavar="OUT.pt")
     p.set_defaults(run=_decode)
+
+    p = commands.add_parser("evaluate", help="rebuild the network of a .nqz file; its test accuracy and ratio")
+    p.add_argument("file", metavar="FILE.nqz")
+    p.add_argument("--data-root", help="folder with the dataset in torchvision's layout (MNIST/raw, "
+                   "cifar-10-batches-py) or the ImageNet folder")
+    p.add_argument("--prepared", help="instead of --data-root: a prepared tensor file (resources/data/*.pt)")
+    p.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(run=_evaluate)
     return parser
 
 
@@ -81,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.run(args)
-    except (ContainerError, FileNotFoundError) as exc:
+    except (ContainerError, FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"netquant {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -19,7 +19,7 @@ File layout (all integers little-endian; varint = unsigned LEB128):
 
     header (16 bytes)
       0   8  magic  89 4E 51 5A 0D 0A 1A 0A  ("\\x89NQZ\\r\\n\\x1a\\n")
-      8   2  u16 format version (1)
+      8   2  u16 format version (2; version 1 has no network description)
       10  2  u16 number of sections (7)
       12  4  u32 CRC32 of bytes 0..11
     7 sections, in this order, each framed as
@@ -40,7 +40,8 @@ File layout (all integers little-endian; varint = unsigned LEB128):
             per label stream (one per codebook): varint bits, u32 CRC32 of the decoded stream
               (int32 labels, or float32 values with the raw code),
             index stream: varint symbols, varint bits, u32 CRC32 of the decoded masks (np.packbits of
-              the masks of the sparse tensors, concatenated)
+              the masks of the sparse tensors, concatenated),
+            varint length, UTF-8 JSON object describing the network (version 2; may be "{}")
     BOOK  codebooks, float32, concatenated (empty with the raw code)
     LTAB  per label stream: huffman: k bytes (code length + 1; 0 = symbol absent);
           ans: k varints (symbol counts, the model); fixed, raw: nothing
@@ -57,6 +58,7 @@ Quantized tensors decode to float32.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import struct
@@ -73,7 +75,8 @@ from netquant.io import write_bytes
 from netquant.qmodel import PRUNED, QuantizedModel, QuantizedTensor
 
 MAGIC = b"\x89NQZ\r\n\x1a\n"
-VERSION = 1
+VERSION = 2  # 2 adds the network description at the end of META; version 1 files are still read
+READABLE_VERSIONS = (1, 2)
 SECTIONS = ("META", "BOOK", "LTAB", "LBIT", "ITAB", "IBIT", "PASS")
 LABEL_CODES = ("fixed", "huffman", "ans", "raw")
 INDEX_CODES = coding.INDEX_CODES
@@ -187,6 +190,7 @@ class Parsed:
     index_bits: int
     index_crc: int
     file_bytes: int = 0
+    network: dict = field(default_factory=dict)
     label_tables: list[np.ndarray] = field(default_factory=list)  # per stream, filled while decoding
 
 
@@ -315,6 +319,8 @@ def encode(qmodel: QuantizedModel, *, label_code: str = "huffman", index_code: s
     for nbits, crc in zip(label_bits, label_crc):
         meta += _varints([nbits]) + struct.pack("<I", crc)
     meta += _varints([index_symbols, index_bits]) + struct.pack("<I", _crc(_mask_bytes(masks)))
+    network = json.dumps(qmodel.network, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    meta += _varints([len(network)]) + network
 
     books = b"" if label_code == "raw" else b"".join(b.astype("<f4").tobytes() for b in qmodel.codebooks)
     passthrough = b"".join(_little_endian(qmodel.passthrough[n]).tobytes()
@@ -343,13 +349,14 @@ def parse(data: bytes) -> Parsed:
     if n < _HEADER.size:
         raise ContainerError(f"truncated at byte {n}: the header needs {_HEADER.size} bytes")
     _, version, n_sections, header_crc = _HEADER.unpack_from(data)
-    if version != VERSION:
-        raise ContainerError(f"unsupported format version {version} (this netquant reads version {VERSION}; "
+    if version not in READABLE_VERSIONS:
+        raise ContainerError(f"unsupported format version {version} (this netquant reads versions "
+                             f"{', '.join(map(str, READABLE_VERSIONS))}; "
                              "a different version of netquant wrote the file, or its header is corrupted)")
     if header_crc != _crc(data[:12]):
         raise ContainerError("CRC mismatch in the header (bytes 0..15): the file is corrupted")
     if n_sections != len(SECTIONS):
-        raise ContainerError(f"header announces {n_sections} sections, version {VERSION} has {len(SECTIONS)}")
+        raise ContainerError(f"header announces {n_sections} sections, version {version} has {len(SECTIONS)}")
     sections, section_bytes, pos = {}, {"header": _HEADER.size}, _HEADER.size
     for tag in SECTIONS:
         if pos + _FRAME.size > n:
@@ -411,9 +418,17 @@ def _parse_meta(meta: bytes, version: int, sections, section_bytes, n: int) -> P
         label_bits.append(r.varint())
         label_crc.append(r.u32())
     index_symbols, index_bits, index_crc = r.varint(), r.varint(), r.u32()
+    network: dict = {}
+    if version >= 2:
+        try:
+            network = json.loads(r.take(r.varint()).decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise ContainerError(f"section META: the network description is not JSON ({exc})") from exc
+        if not isinstance(network, dict):
+            raise ContainerError("section META: the network description is not a JSON object")
     r.done()
     return Parsed(version, sections, section_bytes, LABEL_CODES[label_id], INDEX_CODES[index_id], bound, sizes,
-                  entries, label_bits, label_crc, index_symbols, index_bits, index_crc, n)
+                  entries, label_bits, label_crc, index_symbols, index_bits, index_crc, n, network=network)
 
 
 def decode(data: bytes) -> QuantizedModel:
@@ -535,7 +550,7 @@ def _decode(p: Parsed) -> QuantizedModel:
         raise ContainerError(f"section PASS has {len(pass_data) - pass_offset} bytes beyond its entries")
     try:
         return QuantizedModel(codebooks, tensors, passthrough, [e.name for e in p.entries],
-                              [e.name for e in p.entries if e.is_param])
+                              [e.name for e in p.entries if e.is_param], network=dict(p.network))
     except ValueError as exc:
         raise ContainerError(f"inconsistent content: {exc}") from exc
 
@@ -586,6 +601,8 @@ def save(path: str | os.PathLike, qmodel: QuantizedModel, *, label_code: str = "
 def _check_equal(original: QuantizedModel, decoded: QuantizedModel) -> None:
     if list(original.order) != list(decoded.order):
         raise RuntimeError("encoded file does not decode to the same state_dict keys")
+    if original.network != decoded.network:
+        raise RuntimeError("encoded file does not decode to the same network description (it must be JSON)")
     for name in original.order:
         if name in original.tensors:
             same = np.array_equal(original.values(name).view(np.uint32), decoded.values(name).view(np.uint32))
@@ -730,7 +747,7 @@ def eq1_ratio(cluster_sizes, code_lengths, *, n_params: int | None = None, index
 
 
 def from_pruned(state_dict: dict[str, Any], masks: dict[str, Any], *,
-                param_names: list[str] | None = None) -> QuantizedModel:
+                param_names: list[str] | None = None, network: dict | None = None) -> QuantizedModel:
     """A pruned float32 model as a QuantizedModel, to be saved with ``label_code="raw"``.
 
     Every entry with a mask (bool, True = kept, same shape) becomes a quantized tensor whose codebook is
@@ -762,4 +779,5 @@ def from_pruned(state_dict: dict[str, Any], masks: dict[str, Any], *,
         tensors[name] = QuantizedTensor(arr.shape, len(codebooks), labels)
         codebooks.append(distinct.view(np.float32))
     names = list(state_dict)
-    return QuantizedModel(codebooks, tensors, passthrough, names, names if param_names is None else list(param_names))
+    return QuantizedModel(codebooks, tensors, passthrough, names, names if param_names is None else list(param_names),
+                          network=dict(network or {}))

@@ -117,6 +117,7 @@ class CodebookNetwork:
             passthrough={name: np.array(v, copy=True) for name, v in template.passthrough.items()},
             order=list(template.order),
             param_names=list(template.param_names),
+            network=dict(template.network),
         )
 
 

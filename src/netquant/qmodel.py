@@ -44,6 +44,9 @@ class QuantizedModel:
     passthrough: dict[str, np.ndarray]  # all other state_dict entries, stored as-is
     order: list[str]  # state_dict key order
     param_names: list[str] = field(default_factory=list)  # which keys are nn.Parameters (the paper's N)
+    # what network this is, so a file can be rebuilt and evaluated on its own: {"arch", "dataset",
+    # "num_classes", "in_channels", "input_size"} (see netquant.models.build); may be empty
+    network: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.codebooks = [np.ascontiguousarray(c, dtype=np.float32).reshape(-1) for c in self.codebooks]

@@ -236,7 +236,7 @@ def sweep_curve(arch: str, finetune: dict, *, method: str, importance_name: str,
     which is emptied first so that it holds exactly the files of the table. ``finetune``: the network's
     fine-tuning settings (``steps`` >= 1, ``lr``, ``momentum``, ``weight_decay``, ``reduction``, ``batch_size``).
     """
-    from netquant import container, quantize
+    from netquant import compress, container, quantize
     from netquant.finetune import finetune_codebooks
 
     device = train.resolve_device(device)
@@ -275,6 +275,7 @@ def sweep_curve(arch: str, finetune: dict, *, method: str, importance_name: str,
                                                   scope=scope, parameters=parameters, return_results=True,
                                                   seed=seed, **{rate_name: value}, **options)
         quantize_seconds = time.perf_counter() - start
+        qmodel.network = compress.describe(arch, source["dataset"], data_source)
         point = f"{rate_name}={value:.6g}"
         ft_qmodel, history = finetune_codebooks(
             build_model(arch, data_source), qmodel,
@@ -319,17 +320,19 @@ def sweep_curve(arch: str, finetune: dict, *, method: str, importance_name: str,
     return rows
 
 
-def encode_pruned(*, model_path: str, metrics_path: str, coding_cfg: dict, out_file: str, out_metrics: str) -> dict:
+def encode_pruned(arch: str, *, model_path: str, metrics_path: str, source: dict, coding_cfg: dict, out_file: str,
+                  out_metrics: str) -> dict:
     """The pruned model before quantization as a file: the 32-bit value of every kept weight plus the coded
     positions (the paper's "pruned model" row of Table 1), and its size accounting."""
-    from netquant import container
+    from netquant import compress, container
     from netquant.io import read_json
 
     ckpt = load_checkpoint(model_path)
     if not ckpt.masks:
         raise ValueError(f"{model_path} has no pruning masks; only a pruned model can be encoded this way")
     parameters = [row["name"] for row in read_json(metrics_path)["layers"]]
-    qmodel = container.from_pruned(ckpt.state_dict, ckpt.masks, param_names=parameters)
+    network = compress.describe(arch, source["dataset"], source_for(source))
+    qmodel = container.from_pruned(ckpt.state_dict, ckpt.masks, param_names=parameters, network=network)
     m = container.save(out_file, qmodel, label_code="raw", index_code=coding_cfg["index_code"],
                        index_bound=coding_cfg["index_bound"])
     write_json(out_metrics, m)

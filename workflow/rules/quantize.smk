@@ -31,6 +31,7 @@ rule sweep:
 rule encode_pruned:
     """The pruned model before quantization as a file: 32-bit kept values + coded positions."""
     input:
+        data=data_input,
         model="results/{net}/pruned/model.pt",
         metrics="results/{net}/pruned/metrics.json",
     output:
@@ -38,6 +39,7 @@ rule encode_pruned:
         metrics="results/{net}/pruned/file.json",
     params:
         coding=config["coding"],
+        source=data_source,
         seed=SEED,
     log:
         "logs/encode_pruned/{net}.log",
