@@ -144,6 +144,65 @@ def _draw(ax, rows: pd.DataFrame, x: str, style: CurveStyle, y: str = "accuracy"
             markerfacecolor=style.color if style.filled else "white", markeredgecolor=style.color)
 
 
+# Accuracy axes are drawn on a scale that is linear within a few tenths of a point of the reference accuracy
+# (the unquantized model, or the best point) and logarithmic in the loss beyond it: the tenths where the
+# methods differ near the reference get as much room as the tens of points they lose at the lowest rates
+# (on a linear 10-100% axis the former are a flat line at the top).
+LINEAR_BAND = 0.2  # percentage points around the reference drawn linearly
+
+
+class AccuracyScale:
+    """y = -sign(loss) * log10(1 + |loss| / band), loss = reference - accuracy (percentage points)."""
+
+    def __init__(self, reference: float, band: float = LINEAR_BAND) -> None:
+        self.reference, self.band = reference, band
+
+    def forward(self, accuracy):
+        loss = self.reference - np.asarray(accuracy, dtype=float)
+        return -np.sign(loss) * np.log10(1.0 + np.abs(loss) / self.band)
+
+    def inverse(self, value):
+        value = np.asarray(value, dtype=float)
+        return self.reference + np.sign(value) * self.band * (10.0 ** np.abs(value) - 1.0)
+
+    def limits(self, accuracies: Sequence[float]) -> tuple[float, float]:
+        """The data's range, no lower than chance-level 10%, padded by 5% of its extent on this scale."""
+        low = self.forward(max(min(accuracies), 10.0))
+        high = self.forward(max(max(accuracies), self.reference))
+        pad = 0.05 * max(float(high - low), 0.1)
+        return float(self.inverse(low - pad)), float(self.inverse(high + pad))
+
+    def ticks(self, limits: tuple[float, float], spacing: float = 0.09) -> list[float]:
+        """Round accuracies inside ``limits``, the roundest first, none closer to another than ``spacing``
+        of the axis height."""
+        span = float(self.forward(limits[1]) - self.forward(limits[0]))
+        chosen: list[float] = []
+        for step in (10.0, 5.0, 2.0, 1.0, 0.5, 0.2, 0.1, 0.05):
+            for value in np.arange(math.ceil(limits[0] / step) * step, limits[1] + 1e-9, step):
+                value = round(float(value), 4)
+                position = float(self.forward(value))
+                if all(abs(position - float(self.forward(c))) >= spacing * span for c in chosen):
+                    chosen.append(value)
+        return sorted(chosen)
+
+
+def _accuracy_axis(axes: Sequence, reference: float | None) -> None:
+    """Put every axis of ``axes`` on one :class:`AccuracyScale` fitted to the accuracies they show."""
+    from matplotlib.ticker import FixedLocator, NullLocator
+
+    values = [float(y) for ax in axes for line in ax.lines for y in line.get_ydata() if math.isfinite(y)]
+    if not values:
+        return
+    scale = AccuracyScale(reference if reference is not None and math.isfinite(reference) else max(values))
+    limits = scale.limits(values)
+    for ax in axes:
+        ax.set_yscale("function", functions=(scale.forward, scale.inverse))
+        ax.set_ylim(*limits)
+        ax.yaxis.set_major_locator(FixedLocator(scale.ticks(limits)))
+        ax.yaxis.set_minor_locator(NullLocator())
+        ax.yaxis.set_major_formatter(lambda value, _: f"{value:g}")
+
+
 def _finish_axes(ax, title: str, xlabel: str, ylabel: str = ACCURACY_LABEL) -> None:
     ax.set_title(title, loc="left")
     ax.set_xlabel(xlabel)
@@ -205,6 +264,7 @@ def plot_figure1(points: pd.DataFrame, network: str, out_pdf, out_png, *, hessia
                 _draw(ax, curve, x, METHOD_STYLES[method])
             _reference_line(ax, reference_accuracy, "unquantized")
             _finish_axes(ax, title, BITS_LABEL if i >= 2 else "", ACCURACY_LABEL if i % 2 == 0 else "")
+        _accuracy_axis(axes, reference_accuracy)
         fig.suptitle(f"{network_label(network)}: all layers quantized together", fontsize=10)
         _figure_legend(fig, axes, ncols=3)
     save_figure(fig, out_pdf, out_png)
@@ -231,6 +291,8 @@ def plot_figure2(points: pd.DataFrame, networks: Sequence[str], out_pdf, out_png
                 style = dataclasses.replace(style, label=importance_label(importance))
                 _draw(ax, _curve(rows, "bits_huffman", network=network, importance=importance), "bits_huffman", style)
             _finish_axes(ax, f"({chr(ord('a') + i)}) {network_label(network)}", BITS_LABEL)
+        for ax in axes:  # one panel per network: each its own scale
+            _accuracy_axis([ax], None)
         fig.suptitle("Hessian-weighted k-means, Huffman coding + fine-tuning", fontsize=10)
         _figure_legend(fig, axes, ncols=3)
     save_figure(fig, out_pdf, out_png)
@@ -256,6 +318,7 @@ def plot_figure3(points: pd.DataFrame, network: str, out_pdf, out_png, *, hessia
             _draw(ax, _curve(rows, "bits_huffman", importance=hessian, finetuned=finetuned), "bits_huffman", weighted)
             _draw(ax, _curve(rows, "bits_huffman", importance="none", finetuned=finetuned), "bits_huffman", plain)
             _finish_axes(ax, title, BITS_LABEL, ACCURACY_LABEL if ax is axes[0] else "")
+        _accuracy_axis(axes, None)
         fig.suptitle(f"{network_label(network)}: uniform quantization, centre of each bin", fontsize=10)
         _figure_legend(fig, axes, ncols=2)
     save_figure(fig, out_pdf, out_png)
@@ -285,6 +348,7 @@ def plot_layerwise(points: pd.DataFrame, network: str, out_pdf, out_png, *, meth
             _draw(ax, _curve(rows, x, scope="layer"), x, by_layer)
             _reference_line(ax, reference_accuracy, "pruned, unquantized")
             _finish_axes(ax, title, xlabel, ACCURACY_LABEL if ax is axes[0] else "")
+        _accuracy_axis(axes, reference_accuracy)
         fig.suptitle(f"{network_label(network)}, pruned: Huffman coding + fine-tuning", fontsize=10)
         _figure_legend(fig, axes, ncols=3)
     save_figure(fig, out_pdf, out_png)
