@@ -22,7 +22,8 @@ from netquant.models import build
 SHAPES = {"lenet5": (1, 28, 28), "resnet32": (3, 32, 32)}
 # (label, keyword arguments of hessian_diagonal, timed samples for lenet5, for resnet32)
 CASES = [
-    ("ggn (modules, default)", {"estimator": "ggn", "backend": "modules"}, 1000, 64),
+    ("becker-lecun (default)", {"estimator": "becker-lecun"}, 2000, 500),
+    ("ggn (modules)", {"estimator": "ggn", "backend": "modules"}, 1000, 64),
     ("ggn (func)", {"estimator": "ggn", "backend": "func"}, 100, 32),
     ("ggn-mc (modules)", {"estimator": "ggn-mc", "backend": "modules"}, 2000, 256),
     ("ggn-mc (func)", {"estimator": "ggn-mc", "backend": "func"}, 500, 128),

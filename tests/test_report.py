@@ -85,7 +85,8 @@ def _curve_points(accuracy_ratio, network="lenet5", method="uniform", importance
     return pd.DataFrame([
         dict(network=network, variant="pruned", scope="all", method=method, importance=importance, rate_name="step",
              rate_value=0.01 * (i + 1), finetuned=True, clusters=10 + i, bits_huffman=2.0, accuracy=acc, top5=math.nan,
-             ratio_file=ratio, ratio_file_ans=ratio + 1, ratio_file_runlength=ratio + 2, path=f"p{i}")
+             ratio_file=ratio, ratio_file_ans=ratio + 1, ratio_file_runlength=ratio + 2, path=f"p{i}",
+             path_ans=f"p{i}-ans", path_runlength=f"p{i}-runlength")
         for i, (acc, ratio) in enumerate(accuracy_ratio)
     ])
 
@@ -114,10 +115,12 @@ def test_table1_picks_largest_ratio_meeting_the_floor():
     assert uniform["status"] == "selected"
     assert (uniform["accuracy"], uniform["ratio"]) == (99.27, 50.0)
     assert uniform["floor"] == 99.27
-    # the ANS and run-length rows report the other ratios of the same chosen file
+    # the ANS and run-length rows: the same chosen network in its other files, with their ratios
     assert _cell(table, "lenet5", "uniform-ans")["ratio"] == 51.0
     assert _cell(table, "lenet5", "uniform-runlength")["ratio"] == 52.0
-    assert _cell(table, "lenet5", "uniform-ans")["path"] == uniform["path"] == "p1"
+    assert uniform["path"] == "p1"
+    assert _cell(table, "lenet5", "uniform-ans")["path"] == "p1-ans"
+    assert _cell(table, "lenet5", "uniform-runlength")["path"] == "p1-runlength"
 
 
 def test_table1_tolerance_lowers_the_floor():

@@ -5,6 +5,8 @@ Commands:
   decode FILE.nqz OUT.pt      the decoded network as a plain PyTorch state_dict (torch.load-able)
   evaluate FILE.nqz --data-root DIR [--json]
                               rebuild the network the file holds, print its test accuracy and ratio
+  reference --out reference/cpu --command "snakemake ..." [--results results] [--logs logs]
+                              keep a finished run's figures, tables and Table 1 files, with provenance
 """
 
 from __future__ import annotations
@@ -76,6 +78,15 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reference(args: argparse.Namespace) -> int:
+    from netquant import reference
+
+    readme = reference.collect(args.results, args.out, command=args.command, logs=args.logs,
+                               run_folder=args.run_folder)
+    print(f"wrote {readme.parent}/ (see {readme})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="netquant", description="Network quantization towards the limit.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -98,6 +109,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=_evaluate)
+
+    p = commands.add_parser("reference", help="keep a finished run's results in a reference folder")
+    p.add_argument("--out", required=True, help="the reference folder, e.g. reference/cpu (replaced)")
+    p.add_argument("--command", required=True, help="the command that made the run, for the README")
+    p.add_argument("--results", default="results")
+    p.add_argument("--logs", default="logs")
+    p.add_argument("--run-folder", default=".", help="the checkout the run used (for its commit)")
+    p.set_defaults(run=_reference)
     return parser
 
 

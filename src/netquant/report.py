@@ -6,7 +6,9 @@ Inputs
             network, variant (baseline|pruned), scope (all|layer), method, importance, rate_name,
             rate_value, finetuned, clusters, entropy_bits, bits_fixed, bits_huffman, bits_ans (average
             codeword length per quantized weight, bits), accuracy, top5 (test %), ratio_file,
-            ratio_eq1, ratio_file_ans, ratio_file_runlength, file_bytes, path.
+            ratio_eq1, ratio_file_ans, ratio_file_runlength, file_bytes, path (and, for the pruned,
+            fine-tuned points, path_ans and path_runlength: the same network with ANS-coded labels and
+            with mask-ANS positions, each a real file).
 ``models``  the models before quantization (``results/tables/models.csv``): network, variant,
             accuracy, top5, parameters, nonzeros, ratio_file (pruned: 32-bit values + coded indices).
 ``skipped`` {network: reason} for networks that were not run (e.g. AlexNet without ImageNet).
@@ -382,6 +384,7 @@ class Table1Row:
     method: str | None = None
     importances: tuple[str, ...] = ()
     ratio_column: str = "ratio_file"
+    path_column: str = "path"  # the file whose size gives ``ratio_column``
     in_paper: bool = True
 
 
@@ -397,9 +400,9 @@ TABLE1_ROWS: tuple[Table1Row, ...] = (
     Table1Row("dp-kmeans", "Optimal weighted k-means (DP)", "dp-kmeans", (MAIN_HESSIAN, "adam"), in_paper=False),
     Table1Row("dp-ecsq", "Optimal ECSQ (DP)", "dp-ecsq", (MAIN_HESSIAN, "adam"), in_paper=False),
     Table1Row("uniform-ans", "Uniform quantization, ANS-coded labels", "uniform", (MAIN_HESSIAN, "adam"),
-              ratio_column="ratio_file_ans", in_paper=False),
+              ratio_column="ratio_file_ans", path_column="path_ans", in_paper=False),
     Table1Row("uniform-runlength", "Uniform quantization, better index code", "uniform", (MAIN_HESSIAN, "adam"),
-              ratio_column="ratio_file_runlength", in_paper=False),
+              ratio_column="ratio_file_runlength", path_column="path_runlength", in_paper=False),
 )
 TABLE1_COLUMNS = (
     "network", "row", "label", "status", "note", "method", "importance", "rate_name", "rate_value", "clusters",
@@ -461,7 +464,7 @@ def _quantized_cell(candidates: pd.DataFrame, row: Table1Row, floor: float, hess
                         "(all layers together)"}
     cell = {c: chosen.get(c, math.nan) for c in _CHOSEN_COLUMNS}
     cell.update(status="selected" if met_floor else "fallback", importance=importance,
-                ratio=float(chosen.get(row.ratio_column, math.nan)))
+                ratio=float(chosen.get(row.ratio_column, math.nan)), path=chosen.get(row.path_column, ""))
     if not met_floor:
         cell["note"] = (f"no point reaches the floor {floor:.2f}%; the most accurate point "
                         f"({float(chosen['accuracy']):.2f}%) is shown")

@@ -286,12 +286,14 @@ def sweep_curve(arch: str, finetune: dict, *, method: str, importance_name: str,
         for finetuned, qm in ((False, qmodel), (True, ft_qmodel)):
             path = os.path.join(out_dir_path, f"{point}{'-ft' if finetuned else ''}.nqz")
             m = container.save(path, qm, **coding_cfg)
-            # Table 1's extra rows (pruned, fine-tuned): the same model with ANS-coded labels, and with the
-            # mask-ANS index code, each sized by really encoding it
-            table1_point = finetuned and m["n_pruned"] > 0
-            ans_bytes = len(container.encode(qm, **{**coding_cfg, "label_code": "ans"})) if table1_point else None
-            runlength_bytes = (len(container.encode(qm, **{**coding_cfg, "index_code": "mask-ans"}))
-                               if table1_point else None)
+            # Table 1's extra rows (pruned, fine-tuned): the same network with ANS-coded labels, and with
+            # the mask-ANS index code, each written as a file; save() checks that each decodes bit-exactly
+            # to qm, so the accuracy measured below is that of every one of them
+            variants = {}
+            if finetuned and m["n_pruned"] > 0:
+                for column, code in (("ans", {"label_code": "ans"}), ("runlength", {"index_code": "mask-ans"})):
+                    variant_path = path.removesuffix(".nqz") + f"-{column}.nqz"
+                    variants[column] = (variant_path, container.save(variant_path, qm, **{**coding_cfg, **code}))
             decoded = build_model(arch, data_source)
             decoded.load_state_dict(container.load(path))
             result = test_metrics(decoded, data_source, device, arch)
@@ -304,14 +306,16 @@ def sweep_curve(arch: str, finetune: dict, *, method: str, importance_name: str,
                 "bits_huffman": bits["huffman"], "bits_ans": bits["ans"], "accuracy": result["accuracy"],
                 "top5": result.get("top5", float("nan")), "loss": result["loss"],
                 "ratio_file": m["ratio_file"], "ratio_eq1": m["ratio_eq1"],
-                "ratio_file_ans": 32 * m["n_params"] / (8 * ans_bytes) if ans_bytes else float("nan"),
-                "ratio_file_runlength": 32 * m["n_params"] / (8 * runlength_bytes) if runlength_bytes else float("nan"),
+                **{f"ratio_file_{column}": variants[column][1]["ratio_file"] if column in variants else float("nan")
+                   for column in ("ans", "runlength")},
                 "file_bytes": m["file_bytes"], "n_params": m["n_params"], "n_quantized": m["n_quantized"],
                 "weighted_distortion": sum(r.weighted_distortion * len(r.labels) for r in results) / max(
                     1, sum(len(r.labels) for r in results)),
                 "quantize_seconds": quantize_seconds,
                 "finetune_seconds": history.seconds if finetuned else 0.0,
                 "path": os.path.relpath(path),
+                **{f"path_{column}": os.path.relpath(variants[column][0]) if column in variants else ""
+                   for column in ("ans", "runlength")},
             }
             rows.append(row)
             log.info("%s %s/%s %s%s: %.2f%%, %.3f bits (Huffman), ratio %.2f", arch, method, importance_name,
