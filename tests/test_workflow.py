@@ -128,7 +128,36 @@ def test_smoke_workflow_end_to_end(tmp_path):
     for name in ["table1.md", "table1.tex", "paper_vs_ours.md", "dp_gap.md", "models.csv"]:
         assert (work / "results/tables" / name).stat().st_size > 0, name
 
+    _reference_rows_are_reproduced(work)
+
     again = snakemake("-n", "--configfile", "config/smoke.yaml", cwd=work)
     assert "Nothing to be done" in again.stdout + again.stderr
     snakemake("--report", "report.html", "--configfile", "config/smoke.yaml", cwd=work)
     assert (work / "report.html").stat().st_size > 10_000
+
+
+def _reference_rows_are_reproduced(work: Path) -> None:
+    """A reference folder of the run: every Table 1 row names its file there, and evaluating that file
+    alone gives the row's accuracy and ratio."""
+    import json
+
+    import pandas as pd
+
+    from netquant import reference
+
+    readme = reference.collect(work / "results", work / "reference/smoke", command="snakemake --configfile "
+                               "config/smoke.yaml", logs=work / "logs", run_folder=work)
+    assert "sweep" in readme.read_text() and "machine:" in readme.read_text()
+    table1 = pd.read_csv(work / "reference/smoke/tables/table1.csv")
+    rows = table1[table1["path"].notna() & (table1["network"] != "alexnet")]
+    assert {"pruned", "uniform", "uniform-ans", "uniform-runlength"} <= set(rows["row"])
+    for row in rows[rows["row"].isin(["pruned", "hwkmeans", "uniform-ans"])].itertuples():
+        dataset = "synthetic-mnist" if row.network == "lenet5" else "synthetic-cifar10"
+        out = subprocess.run([sys.executable, "-m", "netquant", "evaluate", str(work / "reference/smoke" / row.path),
+                              "--prepared", str(work / f"resources/data/{dataset}.pt"), "--json"],
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        result = json.loads(out.stdout)
+        assert abs(result["ratio"] - row.ratio) < 1e-9
+        if row.row != "pruned":
+            assert result["accuracy"] == row.accuracy
