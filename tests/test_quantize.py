@@ -13,16 +13,10 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from netquant.qmodel import PRUNED
-from netquant.quantize import (
-    METHODS,
-    _ecsq_assign,
-    _relocation_targets,
-    _SortedData,
-    quantize,
-    quantize_model,
-    rate_grid,
-    rate_parameter,
-)
+from netquant.quantize import METHODS, quantize, quantize_model, rate_grid, rate_parameter
+from netquant.quantize.ecsq import ecsq_assign
+from netquant.quantize.lloyd import relocation_targets
+from netquant.quantize.sorted import SortedData
 
 settings.register_profile("quantize", max_examples=60, deadline=None)
 settings.load_profile("quantize")
@@ -150,8 +144,8 @@ def test_emptied_cluster_is_relocated():
 
 def test_relocation_targets_are_distinct_weights_with_the_largest_errors():
     # repeated weights must not use up the targets: errors 4 (w=2), 1 (w=1, three times), 0.25 (w=0.5)
-    data = _SortedData(np.array([0.0, 0.5, 1.0, 1.0, 1.0, 2.0]), None)
-    targets = _relocation_targets(data, np.array([0, 6]), np.array([0.0]), 3)
+    data = SortedData(np.array([0.0, 0.5, 1.0, 1.0, 1.0, 2.0]), None)
+    targets = relocation_targets(data, np.array([0, 6]), np.array([0.0]), 3)
     np.testing.assert_array_equal(targets, [0.5, 1.0, 2.0])
 
 
@@ -222,7 +216,7 @@ def test_ecsq_assignment_is_the_argmin(n, k, penalty_scale, chunk, seed):
     h = rng.lognormal(0, 2, n) * (rng.random(n) > 0.2)
     centers = np.sort(rng.normal(size=k)) * rng.choice([1.0, 1e-3])
     penalty = rng.exponential(size=k) * penalty_scale
-    labels = _ecsq_assign(w, h, centers, penalty, chunk=chunk)
+    labels = ecsq_assign(w, h, centers, penalty, chunk=chunk)
     cost = h[:, None] * (w[:, None] - centers) ** 2 + penalty
     rounding = 1e-12 * (h * (w**2 + np.max(centers**2)) + penalty.max())
     assert np.all(cost[np.arange(n), labels] <= cost.min(axis=1) + rounding)

@@ -1,0 +1,33 @@
+"""The names the library, the workflow's rules and the config schema share, defined once.
+
+The workflow builds its wildcard constraints from these, and ``tests/test_workflow.py`` checks that the
+config schema's enums are exactly these.
+"""
+
+from __future__ import annotations
+
+import re
+
+# quantizers (netquant.quantize)
+METHODS = ("kmeans", "hwkmeans", "uniform", "ecsq", "dp-kmeans", "dp-ecsq")
+INITS = ("linear", "quantile", "random")
+SCOPES = ("all", "layer")  # one codebook for all layers (the paper) or one per layer (Deep Compression)
+
+# importance of the weights (netquant.importance): none, adam, or hessian-<samples>
+ESTIMATORS = ("ggn", "becker-lecun", "ggn-mc", "hutchinson")
+IMPORTANCE_PATTERN = r"none|adam|hessian-[0-9]+"
+
+# networks and data (netquant.models, netquant.data)
+ARCHS = ("lenet5", "resnet32", "alexnet")
+FOLDER_DATASETS = ("imagenet", "synthetic-imagenet")  # streamed from an image folder
+TENSOR_DATASETS = ("mnist", "cifar10", "synthetic-mnist", "synthetic-cifar10")  # prepared into memory
+DATASETS = TENSOR_DATASETS + FOLDER_DATASETS
+
+# the model a sweep starts from
+VARIANTS = ("baseline", "pruned")
+
+
+def hessian_samples(importance: str) -> int | None:
+    """``"hessian-1000"`` -> 1000; None for the other importances."""
+    match = re.fullmatch(r"hessian-([0-9]+)", importance)
+    return int(match.group(1)) if match else None
