@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -260,3 +262,20 @@ def test_mismatched_network_or_arguments_fail_clearly():
         finetune_codebooks(lenet, qmodel, [torch.randn(3, 1, 28, 28)], steps=1, lr=0.01)
     with pytest.raises(FloatingPointError, match="lower the learning rate"):
         finetune_codebooks(lenet, qmodel, batches, steps=5, lr=1e30, reduction="sum")
+
+
+def test_clipping_bounds_each_step_of_a_wrecked_network():
+    """Centres 1,000 times too large: huge gradients. A clipped step moves the centres by at most
+    lr * max_grad_norm (no momentum); an unclipped one by far more."""
+    mlp, x, y = toy_problem()
+    qmodel = quantize_by_rounding(mlp, ["0.weight", "2.weight"], 8)
+    qmodel.codebooks = [book * 1000 for book in qmodel.codebooks]
+    batches = [(x[:64], y[:64])]
+
+    def moved(max_grad_norm):
+        tuned, history = finetune_codebooks(copy.deepcopy(mlp), qmodel, batches, steps=1, lr=0.1, momentum=0.0,
+                                            max_grad_norm=max_grad_norm)
+        return float(np.linalg.norm(tuned.codebooks[0] - qmodel.codebooks[0])), history.clipped
+
+    assert moved(0.5)[0] <= 0.1 * 0.5 * (1 + 1e-5) and moved(0.5)[1] == 1
+    assert moved(None)[0] > 10 * 0.1 * 0.5 and moved(None)[1] == 0

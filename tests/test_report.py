@@ -78,6 +78,9 @@ def synthetic_models():
 
 
 SKIPPED = {"alexnet": "imagenet_root is not set"}
+FIG1 = ["kmeans/none", "hwkmeans/hessian-50000", "uniform/hessian-50000", "ecsq/hessian-50000"]
+FIG2 = ["hwkmeans/hessian-50000", "hwkmeans/hessian-1000", "hwkmeans/adam"]
+FIG3 = ["uniform/none", "uniform/hessian-50000"]
 
 
 def _curve_points(accuracy_ratio, network="lenet5", method="uniform", importance="hessian-50000"):
@@ -239,7 +242,7 @@ def _curve_lines(ax):
 
 def test_figure1_panels_curves_and_files(tmp_path):
     fig = report.plot_figure1(synthetic_points(), "resnet32", tmp_path / "fig1.pdf", tmp_path / "fig1.png",
-                              reference_accuracy=92.4)
+                              curves=FIG1, reference_accuracy=92.4)
     _check_files(tmp_path, "fig1")
     axes = fig.get_axes()
     assert len(axes) == 4
@@ -268,14 +271,15 @@ def test_figure1_panels_curves_and_files(tmp_path):
 def test_figure1_missing_method_is_absent(tmp_path):
     points = synthetic_points()
     points = points[points["method"] != "ecsq"]
-    fig = report.plot_figure1(points, "lenet5", tmp_path / "f.pdf", tmp_path / "f.png")
+    fig = report.plot_figure1(points, "lenet5", tmp_path / "f.pdf", tmp_path / "f.png", curves=FIG1)
     for ax in fig.get_axes():
         labels = [line.get_label() for line in ax.lines]
         assert labels == ["k-means", "Hessian-weighted k-means", "Uniform quantization"]
 
 
 def test_figure2_importance_curves(tmp_path):
-    fig = report.plot_figure2(synthetic_points(), ["lenet5", "resnet32"], tmp_path / "fig2.pdf", tmp_path / "fig2.png")
+    fig = report.plot_figure2(synthetic_points(), {"lenet5": FIG2, "resnet32": FIG2}, tmp_path / "fig2.pdf",
+                              tmp_path / "fig2.png")
     _check_files(tmp_path, "fig2")
     axes = fig.get_axes()
     assert [ax.get_title(loc="left") for ax in axes] == ["(a) LeNet-5 / MNIST", "(b) ResNet-32 / CIFAR-10"]
@@ -285,7 +289,8 @@ def test_figure2_importance_curves(tmp_path):
 
 
 def test_figure3_plain_vs_weighted_mean(tmp_path):
-    fig = report.plot_figure3(synthetic_points(), "resnet32", tmp_path / "fig3.pdf", tmp_path / "fig3.png")
+    fig = report.plot_figure3(synthetic_points(), "resnet32", tmp_path / "fig3.pdf", tmp_path / "fig3.png",
+                              curves=FIG3)
     _check_files(tmp_path, "fig3")
     axes = fig.get_axes()
     assert len(axes) == 2
@@ -297,7 +302,7 @@ def test_figure3_plain_vs_weighted_mean(tmp_path):
 
 def test_layerwise_figure(tmp_path):
     fig = report.plot_layerwise(synthetic_points(), "lenet5", tmp_path / "lw.pdf", tmp_path / "lw.png",
-                                reference_accuracy=99.22)
+                                curves=["kmeans/none"], reference_accuracy=99.22)
     _check_files(tmp_path, "lw")
     axes = fig.get_axes()
     assert len(axes) == 2
@@ -307,7 +312,7 @@ def test_layerwise_figure(tmp_path):
 
 
 def test_figure_without_points_is_still_written(tmp_path):
-    fig = report.plot_figure3(synthetic_points(), "alexnet", tmp_path / "e.pdf", tmp_path / "e.png")
+    fig = report.plot_figure3(synthetic_points(), "alexnet", tmp_path / "e.pdf", tmp_path / "e.png", curves=FIG3)
     assert all(not ax.lines and ax.texts[0].get_text() == "no points" for ax in fig.get_axes())
     assert (tmp_path / "e.png").stat().st_size > 0
 

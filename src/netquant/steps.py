@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from netquant import data, models, prune, train
+from netquant import data, logs, models, prune, train
 from netquant.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from netquant.io import atomic_path, write_json, write_text
 
@@ -25,14 +25,10 @@ log = logging.getLogger("netquant")
 
 
 def setup(threads: int, seed: int, log_file: str | None = None) -> None:
-    """One torch thread per Snakemake thread; seeded; log lines to ``log_file`` (and stderr)."""
+    """One torch thread per Snakemake thread; seeded; log lines (and an uncaught error) to ``log_file``."""
     torch.set_num_threads(max(1, int(threads)))
     torch.manual_seed(seed)
-    handlers: list[logging.Handler] = [logging.StreamHandler()]
-    if log_file:
-        os.makedirs(os.path.dirname(log_file) or ".", exist_ok=True)
-        handlers.append(logging.FileHandler(log_file, mode="w"))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", handlers=handlers, force=True)
+    logs.setup(log_file)
 
 
 def write_csv(path: str | os.PathLike, rows: list[dict]) -> None:
@@ -282,7 +278,8 @@ def sweep_curve(arch: str, finetune: dict, *, method: str, importance_name: str,
             lambda: data_source.train_epoch(finetune["batch_size"], g, augment="none"),
             steps=finetune["steps"], lr=finetune["lr"], momentum=finetune["momentum"],
             weight_decay=finetune["weight_decay"], reduction=finetune["reduction"],
-            precision=finetune.get("precision", "fp32"), device=device)
+            precision=finetune.get("precision", "fp32"), max_grad_norm=finetune.get("max_grad_norm", 1.0),
+            device=device)
         for finetuned, qm in ((False, qmodel), (True, ft_qmodel)):
             path = os.path.join(out_dir_path, f"{point}{'-ft' if finetuned else ''}.nqz")
             m = container.save(path, qm, **coding_cfg)

@@ -26,6 +26,16 @@ DATASETS = TENSOR_DATASETS + FOLDER_DATASETS
 # the model a sweep starts from
 VARIANTS = ("baseline", "pruned")
 
+# The model variant and quantization scope of the curves of each figure and table; the workflow asks for
+# exactly these sweeps and netquant.report draws and selects from exactly these.
+FIGURE_MODELS: dict[str, tuple[str, str]] = {
+    "fig1": ("baseline", "all"),
+    "fig2": ("baseline", "all"),
+    "fig3": ("baseline", "all"),
+    "table1": ("pruned", "all"),
+    "layerwise": ("pruned", "layer"),  # and the same curves with scope "all", to compare
+}
+
 
 def hessian_samples(importance: str) -> int | None:
     """``"hessian-1000"`` -> 1000; None for the other importances."""

@@ -2,6 +2,8 @@ import os
 
 from snakemake.utils import validate
 
+from netquant import vocabulary
+
 
 validate(config, "../schemas/config.schema.yaml")
 
@@ -15,7 +17,7 @@ SKIPPED = {
 NETWORKS = [net for net in config["networks"] if net not in SKIPPED]
 for net, why in SKIPPED.items():
     logger.warning(f"netquant: {net} is skipped: {why}")
-FOLDER_DATASETS = ("imagenet", "synthetic-imagenet")
+FOLDER_DATASETS = vocabulary.FOLDER_DATASETS
 PREPARED_DATASETS = sorted({d for d in DATASET_OF.values() if d not in FOLDER_DATASETS})
 SYNTHETIC_IMAGENET = "resources/data/synthetic-imagenet"
 THREADS = config["threads"]
@@ -27,23 +29,16 @@ TRAIN_THREADS = (
 )
 SEED = config["seed"]
 DEVICE = config["device"]
-# The model variant and quantization scope of each figure and table (the plotting code draws exactly these).
-FIGURES = {
-    "fig1": ("baseline", "all"),
-    "fig2": ("baseline", "all"),
-    "fig3": ("baseline", "all"),
-    "table1": ("pruned", "all"),
-    "layerwise": ("pruned", "layer"),
-}
+FIGURES = vocabulary.FIGURE_MODELS  # the model variant and scope of each figure's and table's curves
 
 
 wildcard_constraints:
     net="|".join(NETWORKS) or "none",
     dataset="|".join(PREPARED_DATASETS) or "none",
-    variant="baseline|pruned",
-    scope="all|layer",
-    method="kmeans|hwkmeans|uniform|ecsq|dp-kmeans|dp-ecsq",
-    importance=r"none|adam|hessian-\d+",
+    variant="|".join(vocabulary.VARIANTS),
+    scope="|".join(vocabulary.SCOPES),
+    method="|".join(vocabulary.METHODS),
+    importance=vocabulary.IMPORTANCE_PATTERN,
 
 
 # ------------------------------------------------------------------------------------------- data
@@ -137,16 +132,9 @@ def figure_networks(figure):
     return [net for net in config["figures"][figure] if net in NETWORKS]
 
 
-def figure_importances(figure):
-    """The importances of a figure's curves, in order of first appearance."""
-    curves = config["figures"][figure].values()
-    return list(dict.fromkeys(curve.split("/")[1] for names in curves for curve in names))
-
-
-def main_hessian(figure):
-    """The importance that stands for "the" Hessian in a figure: the first hessian-N among its curves."""
-    hessians = [imp for imp in figure_importances(figure) if imp.startswith("hessian-")]
-    return hessians[0] if hessians else "hessian-50000"
+def figure_curves(figure, net):
+    """The curves ("method/importance") a figure draws for one network, as the config lists them."""
+    return config["figures"][figure].get(net, [])
 
 
 def all_targets():

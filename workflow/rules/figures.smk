@@ -13,7 +13,7 @@ for _figure in ("fig1", "fig3", "layerwise"):
             png=f"results/figures/{_figure}-{{net}}.png",
         params:
             figure=_figure,
-            hessian=main_hessian(_figure),
+            curves=lambda wildcards, figure=_figure: figure_curves(figure, wildcards.net),
         log:
             f"logs/figures/{_figure}-{{net}}.log",
         localrule: True
@@ -30,8 +30,7 @@ rule figure2:
         pdf=report("results/figures/fig2.pdf", caption="../report/fig2.rst", category="Figures"),
         png="results/figures/fig2.png",
     params:
-        networks=figure_networks("fig2"),
-        importances=figure_importances("fig2"),
+        curves={net: figure_curves("fig2", net) for net in figure_networks("fig2")},
     log:
         "logs/figures/fig2.log",
     localrule: True
@@ -56,7 +55,6 @@ rule table1:
                              category="Tables"),
     params:
         tolerance=config["table1_tolerance"],
-        hessian=main_hessian("table1"),
         skipped=SKIPPED,
         scale=config["scale"],
     log:

@@ -1,5 +1,5 @@
-from netquant import report, steps
+from netquant import logs, report
 
-steps.setup(1, 0, snakemake.log[0])
-report.plot_figure2(report.read_points(snakemake.input.tables), snakemake.params.networks,
-                    snakemake.output.pdf, snakemake.output.png, importances=snakemake.params.importances)
+logs.setup(snakemake.log[0])
+report.plot_figure2(report.read_points(snakemake.input.tables), snakemake.params.curves,
+                    snakemake.output.pdf, snakemake.output.png)

@@ -1,6 +1,6 @@
-from netquant import report, steps
+from netquant import logs, report
 
-steps.setup(1, 0, snakemake.log[0])
+logs.setup(snakemake.log[0])
 out = snakemake.output
 report.write_points(snakemake.input.tables, out_points=out.points, out_dp_gap=out.dp_gap_csv,
                     out_dp_gap_markdown=out.dp_gap, out_dp_gap_latex=out.dp_gap_tex)
