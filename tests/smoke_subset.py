@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from netquant import checkpoint, container
-from test_workflow import copy_workflow
+from helpers import copy_workflow
 
 TARGETS = [
     "results/lenet5/pruned/metrics.json",

@@ -19,7 +19,7 @@ import torch
 import netquant
 from netquant import container, models
 from netquant.container import ContainerError
-from netquant.qmodel import PRUNED, QuantizedModel, QuantizedTensor
+from netquant.qmodel import PRUNED, QuantizedModel, QuantizedTensor, from_pruned
 
 KEEP = 0.09  # Table 1: LeNet pruned by 91%
 
@@ -199,7 +199,7 @@ def test_pruned_unquantized_model(tmp_path):
     sd = model.state_dict()
     masks = prune_masks(sd, [n for n in sd if n.endswith("weight")])
     sd["conv1.weight"].view(-1)[masks["conv1.weight"].view(-1).nonzero()[0]] = -0.0  # a kept -0.0 survives
-    q = container.from_pruned(sd, masks, param_names=[n for n, _ in model.named_parameters()])
+    q = from_pruned(sd, masks, param_names=[n for n, _ in model.named_parameters()])
     m = container.save(tmp_path / "p.nqz", q, label_code="raw")
     got = container.load(tmp_path / "p.nqz")
     want = {n: (torch.where(masks[n], v, torch.zeros(())) if n in masks else v) for n, v in sd.items()}
@@ -211,9 +211,9 @@ def test_pruned_unquantized_model(tmp_path):
     assert 8 < m["ratio_file"] < 11  # paper: 10.13 for LeNet at 8.55-9% kept
     assert container.metrics(tmp_path / "p.nqz") == m
     with pytest.raises(ValueError, match="float32"):
-        container.from_pruned({"w": torch.zeros(3, dtype=torch.float64)}, {"w": torch.ones(3, dtype=torch.bool)})
+        from_pruned({"w": torch.zeros(3, dtype=torch.float64)}, {"w": torch.ones(3, dtype=torch.bool)})
     with pytest.raises(ValueError, match="mask shape"):
-        container.from_pruned({"w": torch.zeros(3)}, {"w": torch.ones(4, dtype=torch.bool)})
+        from_pruned({"w": torch.zeros(3)}, {"w": torch.ones(4, dtype=torch.bool)})
 
 
 def test_edge_models(tmp_path):

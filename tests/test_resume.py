@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from smoke_subset import CONFIG, assert_same_results, check_outputs, command, reference, run, tail
-from test_workflow import copy_workflow
+from helpers import copy_workflow
 
 BASE = "results/lenet5"
 # The log file of each job that can be killed, and the outputs that job writes.

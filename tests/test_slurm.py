@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 from smoke_subset import COMPUTING_RULES, LOCAL_RULES, assert_same_results, check_outputs, command, reference, run
-from test_workflow import copy_workflow
+from helpers import copy_workflow
 
 DAEMONS = ("munged", "munge", "unmunge", "slurmctld", "slurmd")
 CLIENTS = ("sbatch", "srun", "squeue", "sinfo", "scontrol", "scancel")

@@ -1,6 +1,5 @@
 """The workflow end to end on the smoke config, its dry runs, and the config schema."""
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -8,25 +7,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from helpers import REPO, copy_workflow, snakemake
 from netquant.io import read_json
 
-REPO = Path(__file__).resolve().parents[1]
 CONFIGS = ["config", "paper", "smoke"]
-
-
-def snakemake(*args, cwd=REPO, check=True, timeout=900):
-    cmd = [sys.executable, "-m", "snakemake", *args]
-    run = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
-    if check and run.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed:\n{run.stdout[-3000:]}\n{run.stderr[-5000:]}")
-    return run
-
-
-def copy_workflow(dest: Path) -> Path:
-    for item in ("Snakefile", "config", "workflow", "profiles"):
-        src = REPO / item
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, dest / item)
-    return dest
 
 
 @pytest.mark.parametrize("name", CONFIGS)
@@ -37,6 +21,12 @@ def test_dry_run_builds_the_dag(name, tmp_path):
 
 def test_lint_is_clean(tmp_path):
     run = snakemake("--lint", "--configfile", "config/smoke.yaml", cwd=copy_workflow(tmp_path), check=False)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_snakefmt_is_clean():
+    run = subprocess.run([sys.executable, "-m", "snakefmt", "--check", "."], cwd=REPO, capture_output=True,
+                         text=True, timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr
 
 
@@ -161,3 +151,18 @@ def _reference_rows_are_reproduced(work: Path) -> None:
         assert abs(result["ratio"] - row.ratio) < 1e-9
         if row.row != "pruned":
             assert result["accuracy"] == row.accuracy
+
+
+def test_the_schema_uses_the_library_vocabulary():
+    from netquant import importance, models, quantize, vocabulary
+
+    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+    defs = schema["$defs"]
+    assert tuple(defs["network"]["properties"]["dataset"]["enum"]) == vocabulary.DATASETS
+    assert tuple(schema["properties"]["networks"]["items"]["enum"]) == vocabulary.ARCHS == models.ARCHS
+    assert tuple(schema["properties"]["importance"]["properties"]["estimator"]["enum"]) == vocabulary.ESTIMATORS
+    assert vocabulary.ESTIMATORS == importance.ESTIMATORS and vocabulary.METHODS == quantize.METHODS
+    methods, importances = defs["curve"]["pattern"].strip("^$").split("/")
+    assert methods == "(" + "|".join(vocabulary.METHODS) + ")"
+    assert importances == "(" + vocabulary.IMPORTANCE_PATTERN + ")"
+    assert set(schema["properties"]["figures"]["properties"]) == set(vocabulary.FIGURE_MODELS)

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from netquant.vocabulary import FOLDER_DATASETS
+
 STATS = {  # per-channel mean and std of the training images, on the 0..1 scale
     "mnist": ((0.1307,), (0.3081,)),
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
@@ -382,7 +384,7 @@ class FolderSource:
 def open_source(dataset: str, *, prepared: str | os.PathLike | None = None, imagenet_root: str | None = None,
                 workers: int = 0, image_size: int = 224, resize: int = 256):
     """The data source of a network: a prepared tensor file, or an ImageNet folder."""
-    if dataset in ("imagenet", "synthetic-imagenet"):
+    if dataset in FOLDER_DATASETS:
         return FolderSource(imagenet_root, workers=workers, image_size=image_size, resize=resize)
     splits = load_prepared(prepared)
     return TensorSource(splits["train"], splits["test"])

@@ -42,7 +42,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from netquant.qmodel import PRUNED, QuantizedModel, QuantizedTensor
-from netquant.train import PRECISIONS, autocast, use_channels_last
+from netquant.train import PRECISIONS, autocast, resolve_device, use_channels_last
 
 REDUCTIONS = ("sum", "mean")
 
@@ -175,7 +175,7 @@ def finetune_codebooks(
     if max_grad_norm is not None and not (math.isfinite(max_grad_norm) and max_grad_norm > 0):
         raise ValueError(f"max_grad_norm must be a finite number > 0 or None, got {max_grad_norm!r}")
     _check_matches(model, qmodel)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else torch.device(device)
+    device = torch.device(resolve_device(device) if isinstance(device, str) else device)
 
     model.load_state_dict(qmodel.state_dict())
     model.to(device).eval()

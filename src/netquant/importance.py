@@ -65,8 +65,8 @@ from tqdm.auto import tqdm
 
 from netquant import train
 from netquant.diagonal_backprop import backprop_diagonal
+from netquant.vocabulary import ESTIMATORS
 
-ESTIMATORS = ("ggn", "becker-lecun", "ggn-mc", "hutchinson")
 BACKENDS = ("auto", "modules", "func")
 
 Batch = tuple[torch.Tensor, torch.Tensor]

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-ARCHS = ("lenet5", "resnet32", "alexnet")
+from netquant.vocabulary import ARCHS
 
 
 class LeNet5(nn.Module):

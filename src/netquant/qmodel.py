@@ -12,6 +12,7 @@ layer-by-layer quantization (Deep Compression) has one codebook per tensor.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -87,3 +88,40 @@ class QuantizedModel:
     def n_quantized(self) -> int:
         """Number of quantized (unpruned) elements: the paper's sum of |C_i|."""
         return int(sum(int(t.mask.sum()) for t in self.tensors.values()))
+
+
+def from_pruned(state_dict: dict[str, Any], masks: dict[str, Any], *,
+                param_names: list[str] | None = None, network: dict | None = None) -> QuantizedModel:
+    """A pruned float32 model as a QuantizedModel, to be saved with ``label_code="raw"``.
+
+    Every entry with a mask (bool, True = kept, same shape) becomes a quantized tensor whose codebook is
+    the set of its distinct kept values (by bit pattern, so -0.0 and NaN payloads survive); the others
+    are passthrough. Saved with ``label_code="raw"`` the file stores each kept value in 32 bits plus the
+    coded positions: the paper's "pruned model" row. ``param_names``: the entries that are nn.Parameters
+    (the paper's N); default all entries - pass ``[n for n, _ in model.named_parameters()]`` to leave out
+    buffers.
+    """
+    unknown = set(masks) - set(state_dict)
+    if unknown:
+        raise ValueError(f"masks for entries not in the state_dict: {sorted(unknown)}")
+    codebooks, tensors, passthrough = [], {}, {}
+    for name, value in state_dict.items():
+        arr = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+        if name not in masks:
+            passthrough[name] = arr
+            continue
+        if arr.dtype != np.float32:
+            raise ValueError(f"{name}: pruned tensors must be float32 to be stored exactly, got {arr.dtype}")
+        mask = masks[name]
+        mask = (mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)).astype(bool)
+        if mask.shape != arr.shape:
+            raise ValueError(f"{name}: mask shape {mask.shape} differs from tensor shape {arr.shape}")
+        kept = arr.reshape(-1)[mask.reshape(-1)]
+        distinct, inverse = np.unique(kept.view(np.uint32), return_inverse=True)
+        labels = np.full(arr.size, PRUNED, dtype=np.int32)
+        labels[mask.reshape(-1)] = inverse.reshape(-1)
+        tensors[name] = QuantizedTensor(arr.shape, len(codebooks), labels)
+        codebooks.append(distinct.view(np.float32))
+    names = list(state_dict)
+    return QuantizedModel(codebooks, tensors, passthrough, names, names if param_names is None else list(param_names),
+                          network=dict(network or {}))

@@ -222,6 +222,32 @@ def quantized_names(model: torch.nn.Module, which: str) -> list[str]:
     return [n for n, _ in model.named_parameters()] if which == "all" else prune.prunable_names(model, "weights")
 
 
+def _kept(tensors: dict[str, torch.Tensor], names: list[str], masks: dict[str, torch.Tensor]):
+    """The unpruned entries of ``names``, concatenated (numpy)."""
+    return torch.cat([tensors[n].flatten()[masks[n].flatten()] if n in masks else tensors[n].flatten()
+                      for n in names]).numpy()
+
+
+def write_point(stem: str, qmodel, coding_cfg: dict, *, variants: bool) -> tuple[Any, dict, dict]:
+    """Write one sweep point as ``<stem>.nqz`` with the config's codes and, with ``variants``, the same
+    network as ``<stem>-ans.nqz`` (ANS-coded labels) and ``<stem>-runlength.nqz`` (mask-ANS positions).
+
+    Every stream is computed once (one ``container.Encoding``) and every file decoded once, when it is
+    checked before being written. Returns (what the main file decodes to, its metrics,
+    {variant: (path, metrics)}); each variant decodes bit-exactly to the same network.
+    """
+    from netquant import container
+
+    encoding = container.Encoding(qmodel, coding_cfg["index_bound"])
+    decoded, metrics = container.write(f"{stem}.nqz", qmodel, encoding=encoding, **coding_cfg)
+    written = {}
+    if variants:
+        for name, code in (("ans", {"label_code": "ans"}), ("runlength", {"index_code": "mask-ans"})):
+            path = f"{stem}-{name}.nqz"
+            written[name] = (path, container.write(path, qmodel, encoding=encoding, **{**coding_cfg, **code})[1])
+    return decoded, metrics, written
+
+
 def sweep_curve(arch: str, finetune: dict, *, method: str, importance_name: str, scope: str, quantize_cfg: dict,
                 coding_cfg: dict, model_path: str, importance_path: str | None, source: dict, out_dir: str,
                 out_table: str, seed: int, device: str, workers: int = 0) -> list[dict]:
@@ -230,70 +256,51 @@ def sweep_curve(arch: str, finetune: dict, *, method: str, importance_name: str,
 
     One row per (rate point, before/after fine-tuning) goes to ``out_table``; the files go to ``out_dir``,
     which is emptied first so that it holds exactly the files of the table. ``finetune``: the network's
-    fine-tuning settings (``steps`` >= 1, ``lr``, ``momentum``, ``weight_decay``, ``reduction``, ``batch_size``).
+    fine-tuning settings (``steps`` >= 1, ``lr``, ``momentum``, ``weight_decay``, ``reduction``, ``batch_size``,
+    ``precision``, ``max_grad_norm``).
     """
-    from netquant import compress, container, quantize
+    from netquant import compress, quantize
     from netquant.finetune import finetune_codebooks
 
     device = train.resolve_device(device)
     data_source = source_for(source, workers)
     model, ckpt = load_network(arch, model_path, data_source)
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    parameters = [n for n, _ in model.named_parameters()]
     names = quantized_names(model, quantize_cfg["params"])
     masks = {k: v for k, v in ckpt.masks.items() if k in names}
     h = torch.load(importance_path, map_location="cpu", weights_only=True) if importance_path else None
-    kept = [state[n].flatten()[masks[n].flatten()] if n in masks else state[n].flatten() for n in names]
-    kept_h = None if h is None else torch.cat(
-        [h[n].flatten()[masks[n].flatten()] if n in masks else h[n].flatten() for n in names]).numpy()
     rate_name = quantize.rate_parameter(method)
-    rates = quantize_cfg["rates"]
-    grid = quantize.rate_grid(method, torch.cat(kept).numpy(), kept_h, bits_min=rates["bits_min"],
-                              bits_max=rates["bits_max"], points=rates["points"],
-                              zero_center=quantize_cfg["options"].get("zero_center", True))
-    options = {k: v for k, v in quantize_cfg["options"].items() if v is not None}
-    if method == "ecsq":
-        options["k"] = options.pop("ecsq_k")
-    else:
-        options.pop("ecsq_k", None)
-    if not method.startswith("dp-"):
-        options.pop("bins", None)
+    options = quantize.method_options(method, quantize_cfg["options"])
+    grid = quantize.rate_grid(method, _kept(state, names, masks), None if h is None else _kept(h, names, masks),
+                              zero_center=options.get("zero_center", True), **quantize_cfg["rates"])
+    network = compress.describe(arch, source["dataset"], data_source)
     g = torch.Generator().manual_seed(seed)  # fine-tuning batches, drawn in turn by the points of the grid
-    out_dir_path = os.path.abspath(out_dir)
-    if os.path.isdir(out_dir_path):
-        shutil.rmtree(out_dir_path)
-    os.makedirs(out_dir_path)
+    if os.path.isdir(out_dir):
+        shutil.rmtree(out_dir)
+    os.makedirs(out_dir)
     rows = []
-    for value in grid:
-        value = value.item()
+    for value in grid.tolist():
         start = time.perf_counter()
-        qmodel, results = quantize.quantize_model(state, param_names=names, masks=masks, importance=h, method=method,
-                                                  scope=scope, parameters=parameters, return_results=True,
-                                                  seed=seed, **{rate_name: value}, **options)
+        qmodel, results = quantize.quantize_model(
+            state, param_names=names, masks=masks, importance=h, method=method, scope=scope,
+            parameters=[n for n, _ in model.named_parameters()], return_results=True, seed=seed,
+            **{rate_name: value}, **options)
         quantize_seconds = time.perf_counter() - start
-        qmodel.network = compress.describe(arch, source["dataset"], data_source)
-        point = f"{rate_name}={value:.6g}"
+        qmodel.network = network
         ft_qmodel, history = finetune_codebooks(
             build_model(arch, data_source), qmodel,
-            lambda: data_source.train_epoch(finetune["batch_size"], g, augment="none"),
-            steps=finetune["steps"], lr=finetune["lr"], momentum=finetune["momentum"],
-            weight_decay=finetune["weight_decay"], reduction=finetune["reduction"],
-            precision=finetune.get("precision", "fp32"), max_grad_norm=finetune.get("max_grad_norm", 1.0),
-            device=device)
+            lambda: data_source.train_epoch(finetune["batch_size"], g, augment="none"), device=device,
+            **{k: v for k, v in finetune.items() if k != "batch_size"})
+        distortion = (sum(r.weighted_distortion * len(r.labels) for r in results)
+                      / max(1, sum(len(r.labels) for r in results)))
+        point = f"{rate_name}={value:.6g}"
         for finetuned, qm in ((False, qmodel), (True, ft_qmodel)):
-            path = os.path.join(out_dir_path, f"{point}{'-ft' if finetuned else ''}.nqz")
-            m = container.save(path, qm, **coding_cfg)
-            # Table 1's extra rows (pruned, fine-tuned): the same network with ANS-coded labels, and with
-            # the mask-ANS index code, each written as a file; save() checks that each decodes bit-exactly
-            # to qm, so the accuracy measured below is that of every one of them
-            variants = {}
-            if finetuned and m["n_pruned"] > 0:
-                for column, code in (("ans", {"label_code": "ans"}), ("runlength", {"index_code": "mask-ans"})):
-                    variant_path = path.removesuffix(".nqz") + f"-{column}.nqz"
-                    variants[column] = (variant_path, container.save(variant_path, qm, **{**coding_cfg, **code}))
-            decoded = build_model(arch, data_source)
-            decoded.load_state_dict(container.load(path))
-            result = test_metrics(decoded, data_source, device, arch)
+            stem = os.path.join(out_dir, f"{point}{'-ft' if finetuned else ''}")
+            # Table 1's rows are the pruned, fine-tuned points: those are written in every code it reports
+            decoded, m, variants = write_point(stem, qm, coding_cfg, variants=finetuned and bool(masks))
+            evaluated = build_model(arch, data_source)
+            evaluated.load_state_dict(decoded.state_dict())
+            result = test_metrics(evaluated, data_source, device, arch)
             bits = m["bits_per_weight"]
             row = {
                 "network": arch, "variant": ckpt.meta.get("stage", ""), "scope": scope, "method": method,
@@ -303,16 +310,14 @@ def sweep_curve(arch: str, finetune: dict, *, method: str, importance_name: str,
                 "bits_huffman": bits["huffman"], "bits_ans": bits["ans"], "accuracy": result["accuracy"],
                 "top5": result.get("top5", float("nan")), "loss": result["loss"],
                 "ratio_file": m["ratio_file"], "ratio_eq1": m["ratio_eq1"],
-                **{f"ratio_file_{column}": variants[column][1]["ratio_file"] if column in variants else float("nan")
-                   for column in ("ans", "runlength")},
+                **{f"ratio_file_{name}": variants[name][1]["ratio_file"] if name in variants else float("nan")
+                   for name in ("ans", "runlength")},
                 "file_bytes": m["file_bytes"], "n_params": m["n_params"], "n_quantized": m["n_quantized"],
-                "weighted_distortion": sum(r.weighted_distortion * len(r.labels) for r in results) / max(
-                    1, sum(len(r.labels) for r in results)),
-                "quantize_seconds": quantize_seconds,
+                "weighted_distortion": distortion, "quantize_seconds": quantize_seconds,
                 "finetune_seconds": history.seconds if finetuned else 0.0,
-                "path": os.path.relpath(path),
-                **{f"path_{column}": os.path.relpath(variants[column][0]) if column in variants else ""
-                   for column in ("ans", "runlength")},
+                "path": os.path.relpath(f"{stem}.nqz"),
+                **{f"path_{name}": os.path.relpath(variants[name][0]) if name in variants else ""
+                   for name in ("ans", "runlength")},
             }
             rows.append(row)
             log.info("%s %s/%s %s%s: %.2f%%, %.3f bits (Huffman), ratio %.2f", arch, method, importance_name,
@@ -327,13 +332,14 @@ def encode_pruned(arch: str, *, model_path: str, metrics_path: str, source: dict
     positions (the paper's "pruned model" row of Table 1), and its size accounting."""
     from netquant import compress, container
     from netquant.io import read_json
+    from netquant.qmodel import from_pruned
 
     ckpt = load_checkpoint(model_path)
     if not ckpt.masks:
         raise ValueError(f"{model_path} has no pruning masks; only a pruned model can be encoded this way")
     parameters = [row["name"] for row in read_json(metrics_path)["layers"]]
     network = compress.describe(arch, source["dataset"], source_for(source))
-    qmodel = container.from_pruned(ckpt.state_dict, ckpt.masks, param_names=parameters, network=network)
+    qmodel = from_pruned(ckpt.state_dict, ckpt.masks, param_names=parameters, network=network)
     m = container.save(out_file, qmodel, label_code="raw", index_code=coding_cfg["index_code"],
                        index_bound=coding_cfg["index_bound"])
     write_json(out_metrics, m)

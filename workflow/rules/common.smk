@@ -4,7 +4,6 @@ from snakemake.utils import validate
 
 from netquant import vocabulary
 
-
 validate(config, "../schemas/config.schema.yaml")
 
 DATASET_OF = {net: config[net]["dataset"] for net in config["networks"]}
@@ -29,7 +28,9 @@ TRAIN_THREADS = (
 )
 SEED = config["seed"]
 DEVICE = config["device"]
-FIGURES = vocabulary.FIGURE_MODELS  # the model variant and scope of each figure's and table's curves
+FIGURES = (
+    vocabulary.FIGURE_MODELS
+)  # the model variant and scope of each figure's and table's curves
 
 
 wildcard_constraints:
@@ -144,4 +145,8 @@ def all_targets():
         for net in figure_networks(figure)
         for ext in ("pdf", "png")
     ]
-    return figures + ["results/figures/fig2.pdf", "results/tables/points.csv", "results/tables/table1.md"]
+    return figures + [
+        "results/figures/fig2.pdf",
+        "results/tables/points.csv",
+        "results/tables/table1.md",
+    ]

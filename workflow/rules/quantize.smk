@@ -6,24 +6,26 @@ rule sweep:
         importance=importance_input,
     output:
         table="results/{net}/{variant}/sweep/{scope}/{method}/{importance}/points.csv",
-    params:
-        finetune=network_section("finetune"),
-        quantize=quantize_section,
-        coding=config["coding"],
-        out_dir=lambda wildcards, output: os.path.join(os.path.dirname(output.table), "files"),
-        source=data_source,
-        seed=SEED,
-        device=DEVICE,
+        files=directory(
+            "results/{net}/{variant}/sweep/{scope}/{method}/{importance}/files"
+        ),
     log:
         "logs/sweep/{net}-{variant}-{scope}-{method}-{importance}.log",
     benchmark:
         "logs/benchmarks/sweep/{net}-{variant}-{scope}-{method}-{importance}.tsv"
+    conda:
+        "../envs/netquant.yaml"
     threads: THREADS
     resources:
         mem_mb=8000,
         runtime=240,
-    conda:
-        "../envs/netquant.yaml"
+    params:
+        finetune=network_section("finetune"),
+        quantize=quantize_section,
+        coding=config["coding"],
+        source=data_source,
+        seed=SEED,
+        device=DEVICE,
     script:
         "../scripts/sweep.py"
 
@@ -37,19 +39,19 @@ rule encode_pruned:
     output:
         file="results/{net}/pruned/model.nqz",
         metrics="results/{net}/pruned/file.json",
-    params:
-        coding=config["coding"],
-        source=data_source,
-        seed=SEED,
     log:
         "logs/encode_pruned/{net}.log",
     benchmark:
         "logs/benchmarks/encode_pruned/{net}.tsv"
+    conda:
+        "../envs/netquant.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=30,
-    conda:
-        "../envs/netquant.yaml"
+    params:
+        coding=config["coding"],
+        source=data_source,
+        seed=SEED,
     script:
         "../scripts/encode_pruned.py"

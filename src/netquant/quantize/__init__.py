@@ -23,7 +23,7 @@ centre, ...) are options of :func:`quantize`, exposed as config keys and listed 
 from netquant.quantize.model import quantize_model
 from netquant.quantize.rates import rate_grid, rate_parameter
 from netquant.quantize.result import QuantizationResult
-from netquant.quantize.vector import quantize
+from netquant.quantize.vector import method_options, quantize
 from netquant.vocabulary import METHODS
 
-__all__ = ["METHODS", "QuantizationResult", "quantize", "quantize_model", "rate_grid", "rate_parameter"]
+__all__ = ["METHODS", "QuantizationResult", "method_options", "quantize", "quantize_model", "rate_grid", "rate_parameter"]

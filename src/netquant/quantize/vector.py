@@ -192,3 +192,14 @@ def quantize(
     centers, _ = label_means(labels, np.bincount(labels), data.h, hw, hw * data.w, data.w)
     lam = lam if method in ("ecsq", "dp-ecsq") else None
     return make_result(method, w, h, centers, data.unsort(labels), lam=lam, history=history)
+
+
+def method_options(method: str, options: dict) -> dict:
+    """The keyword arguments of :func:`quantize` for ``method`` from a config's ``quantize.options``: unset
+    (None) entries dropped, ``ecsq_k`` passed as ECSQ's initial ``k``, ``bins`` only to the DP solvers."""
+    out = {k: v for k, v in options.items() if v is not None and k not in ("ecsq_k", "bins")}
+    if method == "ecsq" and options.get("ecsq_k") is not None:
+        out["k"] = options["ecsq_k"]
+    if method.startswith("dp-") and options.get("bins") is not None:
+        out["bins"] = options["bins"]
+    return out

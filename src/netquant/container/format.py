@@ -1,4 +1,4 @@
-"""The compressed model file (``.nqz``): write, read, verify, decode to a state_dict, and account for it.
+"""The file format of compressed models (``.nqz``): encode, write, parse, read, verify, decode.
 
 A file holds a ``QuantizedModel`` (see ``netquant.qmodel``): the codebooks, the labels of the unpruned
 elements of every quantized tensor, the positions of those elements, and the passthrough tensors.
@@ -278,63 +278,89 @@ def _mask_bytes(masks: list[np.ndarray]) -> bytes:
     return np.packbits(np.concatenate(masks)).tobytes() if masks else b""
 
 
+class Encoding:
+    """The streams of one quantized model under each label and index code, each coder run at most once.
+
+    A sweep point is written as several files (Huffman labels; ANS labels; mask-ANS positions) and sized
+    under every code; all of them are assembled from the streams computed here, so no stream is computed
+    twice. ``file(label_code, index_code)`` gives the bytes of one file.
+    """
+
+    def __init__(self, qmodel: QuantizedModel, index_bound: int = DEFAULT_INDEX_BOUND) -> None:
+        for name, arr in qmodel.passthrough.items():
+            if np.asarray(arr).dtype.kind not in "biufc":
+                raise ValueError(f"passthrough {name!r} has dtype {np.asarray(arr).dtype}; "
+                                 "only numeric arrays can be stored")
+        self.qmodel, self.index_bound = qmodel, index_bound
+        self.symbols = _streams(qmodel)
+        self.masks = [qmodel.tensors[n].mask for n in _sparse(qmodel)]
+        self._labels: dict[str, list[tuple[bytes, bytes, int, int]]] = {}
+        self._index: dict[str, tuple[bytes, bytes, int, int]] = {}
+
+    def labels(self, code: str) -> list[tuple[bytes, bytes, int, int]]:
+        """Per label stream (one per codebook): (table bytes, stream bytes, bits, CRC of the decoded stream)."""
+        if code not in self._labels:
+            streams = []
+            for symbols, book in zip(self.symbols, self.qmodel.codebooks):
+                table, data, nbits = _label_stream(code, symbols, len(book), book)
+                streams.append((table, data, nbits, _crc(_decoded_label_bytes(code, symbols, book))))
+            self._labels[code] = streams
+        return self._labels[code]
+
+    def index(self, code: str) -> tuple[bytes, bytes, int, int]:
+        """The positions of the kept weights: (table bytes, stream bytes, symbols, bits)."""
+        if code not in self._index:
+            self._index[code] = _index_stream(self.masks, code, self.index_bound)
+        return self._index[code]
+
+    def file(self, label_code: str = "huffman", index_code: str = "deep-compression") -> bytes:
+        """The .nqz bytes with these codes (see the module docstring for the layout)."""
+        _check_options(label_code, index_code, self.index_bound)
+        qmodel = self.qmodel
+        labels = self.labels(label_code)
+        index_table, index_data, index_symbols, index_bits = self.index(index_code)
+        meta = bytearray(_varints([LABEL_CODES.index(label_code), INDEX_CODES.index(index_code), self.index_bound]))
+        sizes = [0 if label_code == "raw" else len(b) for b in qmodel.codebooks]
+        meta += _varints([len(sizes), *sizes, len(qmodel.order)])
+        params = set(qmodel.param_names)
+        for name in qmodel.order:
+            encoded = name.encode("utf-8")
+            meta += _varints([len(encoded)]) + encoded
+            if name in qmodel.tensors:
+                t = qmodel.tensors[name]
+                meta.append(1 | (2 if name in params else 0))
+                meta += _varints([len(t.shape), *t.shape, t.codebook, int(t.mask.sum())])
+            else:
+                arr = _little_endian(qmodel.passthrough[name])
+                dtype = arr.dtype.str.encode("ascii")
+                meta.append(2 if name in params else 0)
+                meta += _varints([arr.ndim, *arr.shape, len(dtype)]) + dtype
+        for _, _, nbits, crc in labels:
+            meta += _varints([nbits]) + struct.pack("<I", crc)
+        meta += _varints([index_symbols, index_bits]) + struct.pack("<I", _crc(_mask_bytes(self.masks)))
+        network = json.dumps(qmodel.network, sort_keys=True, separators=(",", ":")).encode("utf-8")
+        meta += _varints([len(network)]) + network
+
+        books = b"" if label_code == "raw" else b"".join(b.astype("<f4").tobytes() for b in qmodel.codebooks)
+        passthrough = b"".join(_little_endian(qmodel.passthrough[n]).tobytes()
+                               for n in qmodel.order if n in qmodel.passthrough)
+        payloads = [zlib.compress(bytes(meta), 9), books, b"".join(s[0] for s in labels),
+                    b"".join(s[1] for s in labels), index_table, index_data, passthrough]
+        head = _HEADER.pack(MAGIC, VERSION, len(SECTIONS), 0)[:12]
+        out = bytearray(head + struct.pack("<I", _crc(head)))
+        for tag, payload in zip(SECTIONS, payloads):
+            if len(payload) >= 1 << 32:
+                raise ValueError(f"section {tag} has {len(payload)} bytes; the format allows < 4 GiB per section")
+            framed = _FRAME.pack(tag.encode("ascii"), len(payload)) + payload
+            out += framed + struct.pack("<I", _crc(framed))
+        return bytes(out)
+
+
 def encode(qmodel: QuantizedModel, *, label_code: str = "huffman", index_code: str = "deep-compression",
            index_bound: int = DEFAULT_INDEX_BOUND) -> bytes:
     """The .nqz bytes of ``qmodel`` (see the module docstring for the layout)."""
     _check_options(label_code, index_code, index_bound)
-    for name, arr in qmodel.passthrough.items():
-        if np.asarray(arr).dtype.kind not in "biufc":
-            raise ValueError(f"passthrough {name!r} has dtype {np.asarray(arr).dtype}; "
-                             "only numeric arrays can be stored")
-    streams = _streams(qmodel)
-    sparse = _sparse(qmodel)
-    masks = [qmodel.tensors[n].mask for n in sparse]
-
-    label_tables, label_data, label_bits, label_crc = [], [], [], []
-    for s, symbols in enumerate(streams):
-        book = qmodel.codebooks[s]
-        table, data, nbits = _label_stream(label_code, symbols, len(book), book)
-        label_tables.append(table)
-        label_data.append(data)
-        label_bits.append(nbits)
-        label_crc.append(_crc(_decoded_label_bytes(label_code, symbols, book)))
-    index_table, index_data, index_symbols, index_bits = _index_stream(masks, index_code, index_bound)
-
-    meta = bytearray(_varints([LABEL_CODES.index(label_code), INDEX_CODES.index(index_code), index_bound]))
-    sizes = [0 if label_code == "raw" else len(b) for b in qmodel.codebooks]
-    meta += _varints([len(sizes), *sizes, len(qmodel.order)])
-    params = set(qmodel.param_names)
-    for name in qmodel.order:
-        encoded = name.encode("utf-8")
-        meta += _varints([len(encoded)]) + encoded
-        if name in qmodel.tensors:
-            t = qmodel.tensors[name]
-            meta.append(1 | (2 if name in params else 0))
-            meta += _varints([len(t.shape), *t.shape, t.codebook, int(t.mask.sum())])
-        else:
-            arr = _little_endian(qmodel.passthrough[name])
-            dtype = arr.dtype.str.encode("ascii")
-            meta.append(2 if name in params else 0)
-            meta += _varints([arr.ndim, *arr.shape, len(dtype)]) + dtype
-    for nbits, crc in zip(label_bits, label_crc):
-        meta += _varints([nbits]) + struct.pack("<I", crc)
-    meta += _varints([index_symbols, index_bits]) + struct.pack("<I", _crc(_mask_bytes(masks)))
-    network = json.dumps(qmodel.network, sort_keys=True, separators=(",", ":")).encode("utf-8")
-    meta += _varints([len(network)]) + network
-
-    books = b"" if label_code == "raw" else b"".join(b.astype("<f4").tobytes() for b in qmodel.codebooks)
-    passthrough = b"".join(_little_endian(qmodel.passthrough[n]).tobytes()
-                           for n in qmodel.order if n in qmodel.passthrough)
-    payloads = [zlib.compress(bytes(meta), 9), books, b"".join(label_tables), b"".join(label_data),
-                index_table, index_data, passthrough]
-    head = _HEADER.pack(MAGIC, VERSION, len(SECTIONS), 0)[:12]
-    out = bytearray(head + struct.pack("<I", _crc(head)))
-    for tag, payload in zip(SECTIONS, payloads):
-        if len(payload) >= 1 << 32:
-            raise ValueError(f"section {tag} has {len(payload)} bytes; the format allows < 4 GiB per section")
-        framed = _FRAME.pack(tag.encode("ascii"), len(payload)) + payload
-        out += framed + struct.pack("<I", _crc(framed))
-    return bytes(out)
+    return Encoding(qmodel, index_bound).file(label_code, index_code)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -576,12 +602,15 @@ def load(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 # saving and accounting
 
 
-def save(path: str | os.PathLike, qmodel: QuantizedModel, *, label_code: str = "huffman",
-         index_code: str = "deep-compression", index_bound: int = DEFAULT_INDEX_BOUND) -> dict[str, Any]:
-    """Write ``qmodel`` to the .nqz file ``path`` (atomically) and return its metrics (see ``metrics``).
+def write(path: str | os.PathLike, qmodel: QuantizedModel, *, label_code: str = "huffman",
+          index_code: str = "deep-compression", index_bound: int = DEFAULT_INDEX_BOUND,
+          encoding: Encoding | None = None) -> tuple[QuantizedModel, Any]:
+    """Write ``qmodel`` to the .nqz file ``path`` (atomically); return what the file decodes to and its
+    metrics (``netquant.container.metrics``).
 
-    The bytes are decoded again before they are written; a file that does not decode bit-exactly to
-    ``qmodel`` is never written (``RuntimeError``).
+    The bytes are decoded before they are written; a file that does not decode bit-exactly to ``qmodel`` is
+    never written (``RuntimeError``). ``encoding``: the model's :class:`Encoding`, to share its streams
+    between several files of the same model.
 
     ``index_bound`` (deep-compression only): the largest gap coded without a filler. The default 32 = 2^5
     is Deep Compression's bound for fc layers (5-bit indices; 8 bits for conv layers), used for all
@@ -590,12 +619,24 @@ def save(path: str | os.PathLike, qmodel: QuantizedModel, *, label_code: str = "
     at 1% density (every filler takes at least a 1-bit codeword), 256 is 1.7% better at 1% but no better
     from 3% up (its longer code table costs more than the fillers it saves).
     """
-    data = encode(qmodel, label_code=label_code, index_code=index_code, index_bound=index_bound)
+    from netquant.container.accounting import file_metrics
+
+    if encoding is None:
+        encoding = Encoding(qmodel, index_bound)
+    elif encoding.qmodel is not qmodel or encoding.index_bound != index_bound:
+        raise ValueError("the encoding is of another model or index bound")
+    data = encoding.file(label_code, index_code)
     parsed = parse(data)
     decoded = _decode(parsed)
     _check_equal(qmodel, decoded)
     write_bytes(path, data)
-    return _metrics(parsed, decoded)
+    return decoded, file_metrics(parsed, decoded, encoding)
+
+
+def save(path: str | os.PathLike, qmodel: QuantizedModel, *, label_code: str = "huffman",
+         index_code: str = "deep-compression", index_bound: int = DEFAULT_INDEX_BOUND) -> dict[str, Any]:
+    """:func:`write` returning only the metrics of the file."""
+    return write(path, qmodel, label_code=label_code, index_code=index_code, index_bound=index_bound)[1]
 
 
 def _check_equal(original: QuantizedModel, decoded: QuantizedModel) -> None:
@@ -614,170 +655,3 @@ def _check_equal(original: QuantizedModel, decoded: QuantizedModel) -> None:
             raise RuntimeError(f"encoded file does not decode bit-exactly to {name!r}; nothing was written")
 
 
-def metrics(source: str | os.PathLike | bytes) -> dict[str, Any]:
-    """Size accounting of a .nqz file (path or bytes); JSON-serialisable.
-
-    Keys:
-      file_bytes, file_bits, n_params (N: all parameters, as the paper counts), n_quantized (unpruned
-      quantized weights, the paper's sum |C_i|), n_pruned, n_passthrough_params, n_buffer_elements,
-      codebook_sizes;
-      ratio_file = 32 N / file_bits; bits_per_param = file_bits / N;
-      section_bytes: framed bytes of the header and of every section (they sum to file_bytes);
-      eq1: the paper's eq. (1) terms in bits - codeword_bits (sum |C_i| b_i: the label streams),
-        table_bits (the decoding table's codewords: sum of b_i over the clusters of each codebook,
-        k b for fixed-length; for ans the bits of the stored counts; 0 for raw), shared_value_bits (32 per codebook entry), index_bits (index stream + its
-        table), unquantized_bits (32-bit parameters left unquantized; buffers such as BatchNorm running
-        statistics are in the file but not in eq. (1)), total_bits; ratio_eq1 = 32 N / total_bits;
-      bits_per_weight: average codeword length per quantized weight - fixed, huffman, ans (a real
-        constriction stream), entropy, in_file (the code used); only in_file for raw;
-      label_entropy_bits: empirical entropy of the labels per quantized weight (per codebook, weighted);
-      index_bits_per_kept: index bits (stream + table) per quantized weight for deep-compression (with
-        this file's bound) and mask-ans, and the mask entropy bound (sum size * H(kept/size)).
-    """
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        parsed = parse(bytes(source))
-        return _metrics(parsed, _decode(parsed))
-    try:
-        parsed = parse(_read_bytes(source))
-        return _metrics(parsed, _decode(parsed))
-    except ContainerError as exc:
-        raise ContainerError(f"{source}: {exc}") from None
-
-
-def _metrics(p: Parsed, q: QuantizedModel) -> dict[str, Any]:
-    streams = _streams(q)
-    n_kept = sum(s.size for s in streams)
-    n_params = q.n_params
-    params = set(q.param_names)
-
-    def per(bits: float) -> float:  # bits per quantized (unpruned) weight
-        return bits / n_kept if n_kept else 0.0
-
-    label_bits = sum(p.label_bits)
-    if p.label_code == "raw":
-        table_bits = 0
-        shared_bits = 0
-        bits_per_weight = {"in_file": per(label_bits)}
-        entropy = None
-    else:
-        ks = [len(b) for b in q.codebooks]
-        counts = [coding.symbol_counts(s, k) for s, k in zip(streams, ks)]
-        huffman = [coding.huffman_lengths(c) for c in counts]
-        if p.label_code == "fixed":
-            table_bits = sum(k * _width(k) for k in ks)
-        elif p.label_code == "huffman":
-            table_bits = sum(int(lengths[lengths > 0].sum()) for lengths in p.label_tables)
-        else:
-            table_bits = 8 * len(p.sections["LTAB"])
-        shared_bits = 32 * sum(ks)
-        bits_per_weight = {
-            "fixed": per(sum(s.size * _width(k) for s, k in zip(streams, ks))),
-            "huffman": per(sum(int(np.dot(c, np.maximum(h, 0))) for c, h in zip(counts, huffman))),
-            "ans": per(sum(8 * len(coding.ans_encode(s, c)) for s, c in zip(streams, counts))),
-            "entropy": per(sum(s.size * coding.entropy_bits(c) for s, c in zip(streams, counts))),
-            "in_file": per(label_bits),
-        }
-        entropy = bits_per_weight["entropy"]
-
-    index_bits = p.index_bits + 8 * len(p.sections["ITAB"])
-    unquantized_bits = sum(8 * np.asarray(a).nbytes for n, a in q.passthrough.items() if n in params)
-    eq1 = {
-        "codeword_bits": label_bits,
-        "table_bits": table_bits,
-        "shared_value_bits": shared_bits,
-        "index_bits": index_bits,
-        "unquantized_bits": unquantized_bits,
-    }
-    eq1["total_bits"] = sum(eq1.values())
-
-    sparse = _sparse(q)
-    masks = [q.tensors[n].mask for n in sparse]
-    index_per_code = {}
-    for code in INDEX_CODES:
-        if code == p.index_code:
-            bits = index_bits
-        else:
-            table, _, _, nbits = _index_stream(masks, code, p.index_bound)
-            bits = nbits + 8 * len(table)
-        index_per_code[code] = per(bits)
-    index_per_code["entropy"] = per(coding.mask_entropy_bits([m.size for m in masks], [int(m.sum()) for m in masks]))
-
-    file_bits = 8 * p.file_bytes
-    return {
-        "format_version": p.version,
-        "label_code": p.label_code,
-        "index_code": p.index_code,
-        "index_bound": p.index_bound,
-        "file_bytes": p.file_bytes,
-        "file_bits": file_bits,
-        "n_params": n_params,
-        "n_quantized": n_kept,
-        "n_pruned": sum(int((~t.mask).sum()) for t in q.tensors.values()),
-        "n_passthrough_params": sum(int(np.asarray(a).size) for n, a in q.passthrough.items() if n in params),
-        "n_buffer_elements": sum(int(np.asarray(a).size) for n, a in q.passthrough.items() if n not in params),
-        "codebook_sizes": [len(b) for b in q.codebooks],
-        "ratio_file": 32 * n_params / file_bits,
-        "bits_per_param": file_bits / n_params if n_params else 0.0,
-        "section_bytes": dict(p.section_bytes),
-        "eq1": eq1,
-        "ratio_eq1": 32 * n_params / eq1["total_bits"] if eq1["total_bits"] else math.inf,
-        "bits_per_weight": bits_per_weight,
-        "label_entropy_bits": entropy,
-        "index_bits_per_kept": index_per_code,
-    }
-
-
-def eq1_ratio(cluster_sizes, code_lengths, *, n_params: int | None = None, index_bits: int = 0,
-              b: int = 32) -> float:
-    """The paper's eq. (1): ``N b / (sum_i (|C_i| + 1) b_i + k b + index_bits)``.
-
-    ``cluster_sizes`` |C_i| and ``code_lengths`` b_i: one entry per cluster (k of them);
-    ``n_params`` N defaults to ``sum |C_i|`` (an unpruned model).
-    """
-    sizes = np.asarray(cluster_sizes, dtype=np.int64)
-    lengths = np.asarray(code_lengths, dtype=np.int64)
-    if sizes.shape != lengths.shape:
-        raise ValueError(f"{sizes.size} cluster sizes but {lengths.size} code lengths")
-    n = int(sizes.sum()) if n_params is None else n_params
-    return n * b / (int(((sizes + 1) * lengths).sum()) + sizes.size * b + index_bits)
-
-
-# --------------------------------------------------------------------------------------------------
-# the pruned-but-unquantized model
-
-
-def from_pruned(state_dict: dict[str, Any], masks: dict[str, Any], *,
-                param_names: list[str] | None = None, network: dict | None = None) -> QuantizedModel:
-    """A pruned float32 model as a QuantizedModel, to be saved with ``label_code="raw"``.
-
-    Every entry with a mask (bool, True = kept, same shape) becomes a quantized tensor whose codebook is
-    the set of its distinct kept values (by bit pattern, so -0.0 and NaN payloads survive); the others
-    are passthrough. Saved with ``label_code="raw"`` the file stores each kept value in 32 bits plus the
-    coded positions: the paper's "pruned model" row. ``param_names``: the entries that are nn.Parameters
-    (the paper's N); default all entries - pass ``[n for n, _ in model.named_parameters()]`` to leave out
-    buffers.
-    """
-    unknown = set(masks) - set(state_dict)
-    if unknown:
-        raise ValueError(f"masks for entries not in the state_dict: {sorted(unknown)}")
-    codebooks, tensors, passthrough = [], {}, {}
-    for name, value in state_dict.items():
-        arr = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
-        if name not in masks:
-            passthrough[name] = arr
-            continue
-        if arr.dtype != np.float32:
-            raise ValueError(f"{name}: pruned tensors must be float32 to be stored exactly, got {arr.dtype}")
-        mask = masks[name]
-        mask = (mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)).astype(bool)
-        if mask.shape != arr.shape:
-            raise ValueError(f"{name}: mask shape {mask.shape} differs from tensor shape {arr.shape}")
-        kept = arr.reshape(-1)[mask.reshape(-1)]
-        distinct, inverse = np.unique(kept.view(np.uint32), return_inverse=True)
-        labels = np.full(arr.size, PRUNED, dtype=np.int32)
-        labels[mask.reshape(-1)] = inverse.reshape(-1)
-        tensors[name] = QuantizedTensor(arr.shape, len(codebooks), labels)
-        codebooks.append(distinct.view(np.float32))
-    names = list(state_dict)
-    return QuantizedModel(codebooks, tensors, passthrough, names, names if param_names is None else list(param_names),
-                          network=dict(network or {}))

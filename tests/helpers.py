@@ -1,0 +1,23 @@
+"""Helpers shared by the workflow tests: the repository, a copy of the workflow, running Snakemake."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def snakemake(*args, cwd=REPO, check=True, timeout=900):
+    cmd = [sys.executable, "-m", "snakemake", *args]
+    run = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    if check and run.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{run.stdout[-3000:]}\n{run.stderr[-5000:]}")
+    return run
+
+
+def copy_workflow(dest: Path) -> Path:
+    for item in ("Snakefile", "config", "workflow", "profiles"):
+        src = REPO / item
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, dest / item)
+    return dest
