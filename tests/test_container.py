@@ -417,3 +417,19 @@ def test_cli_evaluate_rebuilds_the_network_from_the_file(tmp_path, lenet):
     assert result["arch"] == "lenet5"
     out = _run("evaluate", path)
     assert out.returncode == 2 and "data_root" in out.stderr
+
+
+def test_cli_decode_never_destroys_its_input(tmp_path, lenet):
+    path = tmp_path / "m.nqz"
+    container.save(path, lenet)
+    original = path.read_bytes()
+    out = _run("decode", path, path)
+    assert out.returncode == 2 and "input file itself" in out.stderr and path.read_bytes() == original
+    (tmp_path / "taken.pt").write_bytes(b"mine")
+    out = _run("decode", path, tmp_path / "taken.pt")
+    assert out.returncode == 2 and "--force" in out.stderr and (tmp_path / "taken.pt").read_bytes() == b"mine"
+    assert _run("decode", path, tmp_path / "taken.pt", "--force").returncode == 0
+    out = _run("decode", tmp_path, tmp_path / "x.pt")
+    assert out.returncode == 2 and "is a folder" in out.stderr and "Traceback" not in out.stderr
+    out = _run("inspect", tmp_path)
+    assert out.returncode == 2 and "Traceback" not in out.stderr

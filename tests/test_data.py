@@ -94,3 +94,28 @@ def test_imagenet_folder_layout_is_read(tmp_path):
     shutil.rmtree(tmp_path / "val")
     with pytest.raises(data.DataError, match="imagenet_root"):
         data.open_source("imagenet", imagenet_root=str(tmp_path))
+
+
+def test_a_crafted_cifar_batch_cannot_run_code(tmp_path):
+    import os
+    import pickle
+    import shutil
+
+    import pytest
+
+    from netquant.data import DataError, prepare
+
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    marker = tmp_path / "ran"
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    for name in data.CIFAR_FILES:
+        (folder / name).write_bytes(pickle.dumps({"data": Exploit(), "labels": [0]}))
+    with pytest.raises(DataError, match="refused.*posix.system|refused.*os.system|refused"):
+        prepare("cifar10", tmp_path)
+    assert not marker.exists()
+    shutil.rmtree(folder)

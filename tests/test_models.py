@@ -32,3 +32,22 @@ def test_unknown_architecture_is_named():
 def test_missing_alexnet_weights_name_the_config_key(tmp_path):
     with pytest.raises(FileNotFoundError, match="alexnet.pretrained"):
         models.build("alexnet", pretrained=str(tmp_path / "missing.pth"))
+
+
+def test_a_pretrained_checkpoint_or_state_dict_is_loaded(tmp_path):
+    import pytest
+    import torch
+
+    from netquant.checkpoint import Checkpoint, save_checkpoint
+
+    torch.manual_seed(1)
+    trained = models.build("resnet32")
+    save_checkpoint(tmp_path / "model.pt", Checkpoint("resnet32", trained.state_dict()))
+    torch.save(trained.state_dict(), tmp_path / "state.pt")
+    for path in ("model.pt", "state.pt"):
+        loaded = models.build("resnet32", pretrained=str(tmp_path / path))
+        assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), trained.state_dict().values()))
+    with pytest.raises(ValueError, match="not lenet5"):
+        models.build("lenet5", pretrained=str(tmp_path / "model.pt"))
+    with pytest.raises(FileNotFoundError, match="resnet32.pretrained"):
+        models.build("resnet32", pretrained=str(tmp_path / "missing.pt"))

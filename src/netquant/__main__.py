@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -56,6 +57,14 @@ def _decode(args: argparse.Namespace) -> int:
     from netquant import container
     from netquant.io import atomic_path
 
+    source, out = Path(args.file), Path(args.out)
+    if source.is_dir():
+        raise ValueError(f"{source} is a folder; give a .nqz file")
+    if out.exists() and (out.resolve() == source.resolve() or out.is_dir() or not args.force):
+        what = ("the input file itself" if out.resolve() == source.resolve()
+                else "a folder" if out.is_dir() else "an existing file")
+        raise ValueError(f"{out} is {what}; give a new path for the state_dict"
+                         + ("" if out.resolve() == source.resolve() or out.is_dir() else " (or --force to replace it)"))
     state_dict = container.load(args.file)
     with atomic_path(args.out) as tmp:
         torch.save(state_dict, tmp)
@@ -99,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("decode", help="decode a .nqz file into a PyTorch state_dict file")
     p.add_argument("file", metavar="FILE.nqz")
     p.add_argument("out", metavar="OUT.pt")
+    p.add_argument("--force", action="store_true", help="replace OUT.pt if it exists (never the input file)")
     p.set_defaults(run=_decode)
 
     p = commands.add_parser("evaluate", help="rebuild the network of a .nqz file; its test accuracy and ratio")
@@ -126,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.run(args)
-    except (ContainerError, FileNotFoundError, ValueError, RuntimeError) as exc:
+    except (ContainerError, OSError, ValueError, RuntimeError) as exc:
         print(f"netquant {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -217,9 +217,14 @@ def _prepare_cifar10(root: Path, download: bool) -> dict[str, ImageTensors]:
         for name in names:
             try:
                 with open(folder / name, "rb") as f:
-                    entry = pickle.load(f, encoding="latin1")
+                    entry = _CifarUnpickler(f, encoding="latin1").load()
+                if not isinstance(entry, dict):
+                    raise DataError(f"cifar10: {folder / name} holds a {type(entry).__name__}, not a CIFAR-10 "
+                                    "batch (a dict); replace it (config key 'data_root')")
                 images.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
                 labels.extend(entry["labels"] if "labels" in entry else entry["fine_labels"])
+            except DataError:
+                raise
             except Exception as exc:  # noqa: BLE001 - any unreadable batch is the same user error
                 raise DataError(f"cifar10: {folder / name} is not a CIFAR-10 python batch ({exc}); "
                                 "replace it (config key 'data_root')") from exc
@@ -231,6 +236,22 @@ def _prepare_cifar10(root: Path, download: bool) -> dict[str, ImageTensors]:
                       "shape, count and label checks (50,000/10,000 images, 10 balanced classes) and are used",
                       stacklevel=2)
     return out
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Reads CIFAR-10's python batches without running code: a pickle can name any function to call, and
+    a batch only ever names numpy's array reconstruction. Anything else is refused before it is called."""
+
+    ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
+               ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.numeric", "_frombuffer"),
+               ("numpy._core.numeric", "_frombuffer"), ("_codecs", "encode")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise DataError(f"cifar10: refused to read a batch that asks for {module}.{name}: CIFAR-10 batches hold "
+                            "only dicts, lists, strings, numbers and numpy arrays, so this file is not one (it could "
+                            "run code); replace it with the original (config key 'data_root')")
+        return super().find_class(module, name)
 
 
 def _check_counts(dataset: str, splits: dict[str, ImageTensors], n_train: int, n_test: int,

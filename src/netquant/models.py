@@ -98,13 +98,16 @@ def build(arch: str, *, num_classes: int | None = None, in_channels: int | None 
           input_size: int | None = None, pretrained: str | None = None) -> nn.Module:
     """Build a network by name. Defaults are the paper's datasets (MNIST 1x28x28, CIFAR 3x32x32, ImageNet).
 
-    ``pretrained`` (AlexNet only): a local file with torchvision's ImageNet state_dict, or "torchvision"
-    to fetch torchvision's weights (needs internet).
+    ``pretrained``: AlexNet - a local file with torchvision's ImageNet state_dict, or "torchvision" to
+    fetch torchvision's weights (needs internet); LeNet-5, ResNet-32 - a netquant checkpoint (e.g. a
+    baseline trained elsewhere, ``results/<net>/baseline/model.pt``) or a plain state_dict file.
     """
-    if arch == "lenet5":
-        return LeNet5(in_channels or 1, num_classes or 10, input_size or 28)
-    if arch == "resnet32":
-        return ResNetCifar(32, num_classes or 10, in_channels or 3)
+    if arch in ("lenet5", "resnet32"):
+        model = (LeNet5(in_channels or 1, num_classes or 10, input_size or 28) if arch == "lenet5"
+                 else ResNetCifar(32, num_classes or 10, in_channels or 3))
+        if pretrained:
+            model.load_state_dict(_weights_file(pretrained, arch))
+        return model
     if arch == "alexnet":
         from torchvision.models import AlexNet_Weights, alexnet
 
@@ -120,6 +123,18 @@ def build(arch: str, *, num_classes: int | None = None, in_channels: int | None 
             model.load_state_dict(torch.load(pretrained, map_location="cpu", weights_only=True))
         return model
     raise ValueError(f"unknown architecture {arch!r}; expected one of {', '.join(ARCHS)}")
+
+
+def _weights_file(path: str, arch: str) -> dict:
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"weights file {path!r} not found: set config key '{arch}.pretrained' to a netquant "
+                                "checkpoint or a state_dict file, or to null to train")
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(payload, dict) and payload.get("format") == "netquant-checkpoint-1":
+        if payload["arch"] != arch:
+            raise ValueError(f"{path} holds a {payload['arch']} checkpoint, not {arch} (config key '{arch}.pretrained')")
+        return payload["state_dict"]
+    return payload
 
 
 def count_parameters(model: nn.Module) -> int:
