@@ -576,3 +576,14 @@ def test_quantize_model_errors_name_the_tensor():
         quantize_model(state, param_names=["fc.weight"], method="kmeans", k=2, scope="net")
     with pytest.raises(ValueError, match="subset of parameters"):
         quantize_model(state, param_names=["fc.weight"], parameters=["conv.weight"], method="kmeans", k=2)
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.integers(0, 2**31 - 1))
+def test_ecsq_honours_lambda_when_k_covers_every_distinct_value(seed):
+    w = np.random.default_rng(seed).laplace(size=1000)
+    assert quantize(w, method="ecsq", lam=1e30, k=1024).clusters_used == 1
+    assert quantize(w, method="ecsq", lam=0.0, k=1024).clusters_used == 1000
+    dp = quantize(w, method="dp-ecsq", lam=1e-3)
+    ours = quantize(w, method="ecsq", lam=1e-3, k=1024)
+    assert ours.objective <= 1.05 * dp.objective

@@ -166,3 +166,25 @@ def test_the_schema_uses_the_library_vocabulary():
     assert methods == "(" + "|".join(vocabulary.METHODS) + ")"
     assert importances == "(" + vocabulary.IMPORTANCE_PATTERN + ")"
     assert set(schema["properties"]["figures"]["properties"]) == set(vocabulary.FIGURE_MODELS)
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"quantize": {"rates": {"bits_min": 8, "bits_max": 1, "points": 8}}}, "bits_min <= bits_max"),
+    ({"quantize": {"rates": {"bits_min": 1, "bits_max": 100, "points": 8}}}, "at most 24 bits"),
+    ({"networks": []}, "'networks' is empty"),
+    ({"figures": {"fig1": {"lenet5": ["hwkmeans/hessian-0"]}}}, "0 samples"),
+    ({"lenet5": {"rates": {"bits_min": 3, "bits_max": 2, "points": 2}}}, "lenet5.rates"),
+])
+def test_bad_configs_stop_the_dry_run(tmp_path, override, message):
+    work = copy_workflow(tmp_path)
+    (work / "bad.yaml").write_text(yaml.safe_dump(override))
+    run = snakemake("-n", "--configfile", "config/smoke.yaml", "bad.yaml", cwd=work, check=False)
+    assert run.returncode != 0 and message in run.stdout + run.stderr, run.stdout[-2000:] + run.stderr[-2000:]
+
+
+def test_an_imagenet_root_without_its_folders_stops_the_dry_run(tmp_path):
+    work = copy_workflow(tmp_path)
+    (tmp_path / "not-imagenet").mkdir()
+    run = snakemake("-n", "--configfile", "config/config.yaml", "--config", f"imagenet_root={tmp_path / 'not-imagenet'}",
+                    cwd=work, check=False)
+    assert run.returncode != 0 and "has no train and no val folder" in run.stdout + run.stderr

@@ -2,9 +2,10 @@ import os
 
 from snakemake.utils import validate
 
-from netquant import vocabulary
+from netquant import config as netquant_config, vocabulary
 
 validate(config, "../schemas/config.schema.yaml")
+netquant_config.check(config)
 
 DATASET_OF = {net: config[net]["dataset"] for net in config["networks"]}
 # A network on ImageNet runs only when imagenet_root is set; otherwise it is skipped and the tables say why.

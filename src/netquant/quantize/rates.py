@@ -63,6 +63,8 @@ def rate_grid(
         raise ValueError(f"need 0 <= bits_min <= bits_max, got bits_min={bits_min}, bits_max={bits_max}")
     if points < 1:
         raise ValueError(f"points must be >= 1, got {points}")
+    if bits_max > 24:
+        raise ValueError(f"bits_max={bits_max} asks for up to 2^{bits_max:g} clusters; at most 24 bits")
     bits = np.linspace(bits_min, bits_max, points)
     if parameter == "k":
         return np.unique(np.rint(2.0**bits).astype(np.int64))

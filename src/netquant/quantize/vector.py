@@ -177,10 +177,13 @@ def quantize(
     elif method == "ecsq":
         k = ECSQ_DEFAULT_K if k is None else k
         if k >= data.n_distinct and isinstance(init, str):
-            start = data.distinct_values()
+            # every distinct value its own centre with equal proportions is a fixed point of Algorithm 1
+            # whatever lam is; a start with half as many centres lets lam merge them. The lower J is kept.
+            starts = [data.distinct_values(), initial_centers(data, max(1, data.n_distinct // 2), "linear", seed)]
+            runs = [ecsq(data, start, lam=lam, max_iter=max_iter, tol=tol) for start in starts]
+            labels, history = min(runs, key=lambda run: run[1][-1])
         else:
-            start = initial_centers(data, k, init, seed)
-        labels, history = ecsq(data, start, lam=lam, max_iter=max_iter, tol=tol)
+            labels, history = ecsq(data, initial_centers(data, k, init, seed), lam=lam, max_iter=max_iter, tol=tol)
     else:
         if bins is None:
             bins = DP_KMEANS_DEFAULT_BINS if method == "dp-kmeans" else DP_ECSQ_DEFAULT_BINS

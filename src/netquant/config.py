@@ -1,0 +1,58 @@
+"""Checks of a workflow configuration that a JSON schema cannot express: constraints between keys, and
+values whose meaning is known before anything runs. The workflow calls :func:`check` when it loads, so a
+bad config stops ``snakemake -n`` with one message naming the key, the value and what is allowed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from netquant.vocabulary import FOLDER_DATASETS, hessian_samples
+
+# k = 2^bits clusters: beyond 2^24 a codebook (and a label alphabet) is larger than any network's weights
+MAX_BITS = 24.0
+DATASET_SIZES = {"mnist": 60000, "cifar10": 50000}
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work; the message names the key and what to put there."""
+
+
+def check(config: dict[str, Any]) -> None:
+    """Raise :class:`ConfigError` on the first problem found."""
+    if not config.get("networks"):
+        raise ConfigError("config key 'networks' is empty; list at least one of lenet5, resnet32, alexnet")
+    for section in [("quantize", "rates")] + [(net, "rates") for net in config["networks"]]:
+        rates = config.get(section[0], {}).get(section[1])
+        if rates is not None:
+            check_rates(rates, ".".join(section))
+    for figure, curves in config.get("figures", {}).items():
+        for net, names in curves.items():
+            for curve in names:
+                importance = curve.split("/", 1)[1]
+                samples = hessian_samples(importance)
+                key = f"figures.{figure}.{net}"
+                if samples == 0:
+                    raise ConfigError(f"{key}: {curve!r} asks for a Hessian from 0 samples; use hessian-N with "
+                                      "N >= 1 (the paper: 50000 and 1000)")
+                dataset = config.get(net, {}).get("dataset")
+                if samples and dataset in DATASET_SIZES and samples > DATASET_SIZES[dataset]:
+                    raise ConfigError(f"{key}: {curve!r} asks for {samples} training samples, {dataset} has "
+                                      f"{DATASET_SIZES[dataset]}")
+    root = config.get("imagenet_root")
+    uses_imagenet = any(config.get(net, {}).get("dataset") in FOLDER_DATASETS for net in config["networks"])
+    if root and uses_imagenet and Path(root).exists():
+        missing = [split for split in ("train", "val") if not (Path(root) / split).is_dir()]
+        if missing:
+            raise ConfigError(f"imagenet_root={root!r} has no {' and no '.join(missing)} folder; it must hold "
+                              "train/<class>/* and val/<class>/* (torchvision's ImageFolder layout)")
+
+
+def check_rates(rates: dict[str, Any], key: str = "quantize.rates") -> None:
+    low, high, points = rates["bits_min"], rates["bits_max"], rates["points"]
+    if not 0 <= low <= high:
+        raise ConfigError(f"{key}: bits_min={low} and bits_max={high}; need 0 <= bits_min <= bits_max")
+    if high > MAX_BITS:
+        raise ConfigError(f"{key}: bits_max={high} asks for up to 2^{high:g} clusters; at most {MAX_BITS:g} bits")
+    if points < 1:
+        raise ConfigError(f"{key}: points={points}; need at least 1")
