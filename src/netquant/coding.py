@@ -1,5 +1,8 @@
 """Entropy codes for cluster labels and for the positions of unpruned weights.
 
+(Longer than most modules: each code's encoder and decoder sit next to each other, and they share the
+bit-packing helpers.)
+
 Label codes (a stream of integer symbols ``0..k-1``, int32, shape [n]):
 
 - **fixed**: every symbol in ``fixed_width(k) = ceil(log2 k)`` bits (0 bits when k == 1).

@@ -349,6 +349,8 @@ class TensorSource:
         """One shuffled pass; ``augment`` as in :func:`batches`."""
         return batches(self.train, batch_size, shuffle=True, generator=generator, augment=augment)
 
+    topk = (1,)  # accuracies reported: top-1
+
     def test_batches(self, batch_size: int = 128):
         # small batches stay in the CPU's cache: ResNet-32 evaluates about 2x faster at 128 than at 1,000
         return batches(self.test, batch_size)
@@ -394,6 +396,8 @@ class FolderSource:
         """One shuffled pass; any ``augment`` other than "none" means ImageNet's crop + flip."""
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
         return self._loader("train", batch_size, augment=augment != "none", shuffle=True, seed=seed)
+
+    topk = (1, 5)  # ImageNet: top-1 and top-5
 
     def test_batches(self, batch_size: int = 100):
         return self._loader("val", batch_size, augment=False, shuffle=False)

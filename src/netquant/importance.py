@@ -1,5 +1,8 @@
 """Per-parameter importance for Hessian-weighted quantization.
 
+(Longer than most modules: the Gauss-Newton estimators' two backends share the sampling, the memory
+budget and the floor, which read best together; Becker & Le Cun's estimator is in diagonal_backprop.)
+
 The paper weights each parameter's quantization error by h_ii, the diagonal of the Hessian of the
 training loss (mean cross-entropy), or alternatively by the square root of Adam's second-moment estimate.
 

@@ -54,9 +54,9 @@ def build_model(arch: str, data_source, pretrained: str | None = None) -> torch.
                         pretrained=pretrained)
 
 
-def test_metrics(model: torch.nn.Module, source, device: str, arch: str) -> dict:
-    topk = (1, 5) if arch == "alexnet" else (1,)
-    return train.evaluate(model, source.test_batches(), device=device, topk=topk)
+def test_metrics(model: torch.nn.Module, source, device: str) -> dict:
+    """Test loss and accuracy (%), and top-5 where the data source reports it (ImageNet)."""
+    return train.evaluate(model, source.test_batches(), device=device, topk=source.topk)
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -79,7 +79,7 @@ def fit(model, source, recipe: train.Recipe, *, seed: int, device: str, masks=No
     return train.train(model, lambda epoch: source.train_epoch(recipe.batch_size, epoch_generator(seed, epoch),
                                                                augment=recipe.augment),
                        source.samples_per_epoch, recipe, masks=masks, device=device,
-                       evaluate_fn=lambda m: test_metrics(m, source, device, arch), on_epoch=on_epoch,
+                       evaluate_fn=lambda m: test_metrics(m, source, device), on_epoch=on_epoch,
                        progress=progress, resume_path=resume_path, resume_key=key)
 
 
@@ -90,27 +90,27 @@ def model_summary(model: torch.nn.Module, masks: dict | None = None) -> dict:
     return {"parameters": n, "nonzeros": nonzeros, "sparsity": 1.0 - nonzeros / n, "layers": layers}
 
 
-def train_baseline(arch: str, net: dict, *, source: dict, out_model: str, out_metrics: str, out_epochs: str,
+def train_baseline(arch: str, network_cfg: dict, *, source: dict, out_model: str, out_metrics: str, out_epochs: str,
                    seed: int, device: str, workers: int = 0) -> dict:
-    """Train (or, with ``net["pretrained"]``, load and evaluate) a baseline network.
+    """Train (or, with ``network_cfg["pretrained"]``, load and evaluate) a baseline network.
 
-    ``net``: the network's ``train`` recipe and ``pretrained`` setting.
+    ``network_cfg``: the network's config section (its ``train`` recipe and ``pretrained`` setting).
     """
     device = train.resolve_device(device)
     data_source = source_for(source, workers)
     torch.manual_seed(seed)
-    model = build_model(arch, data_source, net.get("pretrained"))
+    model = build_model(arch, data_source, network_cfg.get("pretrained"))
     start = time.perf_counter()
     history: list[dict] = []
-    if net.get("pretrained"):
-        log.info("%s: pretrained weights from %s, no training", arch, net["pretrained"])
+    if network_cfg.get("pretrained"):
+        log.info("%s: pretrained weights from %s, no training", arch, network_cfg["pretrained"])
     else:
-        if "train" not in net:
+        if "train" not in network_cfg:
             raise ValueError(f"config: {arch} has neither '{arch}.train' (a recipe) nor '{arch}.pretrained'")
-        recipe = train.Recipe.from_config(net["train"])
+        recipe = train.Recipe.from_config(network_cfg["train"])
         history = fit(model, data_source, recipe, seed=seed, device=device, arch=arch,
                       resume_path=resume_file(out_model))
-    result = test_metrics(model, data_source, device, arch)
+    result = test_metrics(model, data_source, device)
     metrics = {"arch": arch, "stage": "baseline", "dataset": source["dataset"], **result,
                "seconds": time.perf_counter() - start, "device": device, **model_summary(model)}
     log.info("%s baseline: test accuracy %.2f%%", arch, result["accuracy"])
@@ -121,11 +121,12 @@ def train_baseline(arch: str, net: dict, *, source: dict, out_model: str, out_me
     return metrics
 
 
-def prune_network(arch: str, net: dict, *, baseline: str, source: dict, out_model: str, out_metrics: str,
+def prune_network(arch: str, network_cfg: dict, *, baseline: str, source: dict, out_model: str, out_metrics: str,
                   out_epochs: str, seed: int, device: str, workers: int = 0) -> dict:
-    """Iterative magnitude pruning to ``net["prune"]["sparsity"]``, retraining after each stage with masks held."""
+    """Iterative magnitude pruning to ``network_cfg["prune"]["sparsity"]``, retraining after each stage with masks
+    held. ``network_cfg``: the network's config section."""
     device = train.resolve_device(device)
-    cfg = net["prune"]
+    cfg = network_cfg["prune"]
     data_source = source_for(source, workers)
     model, ckpt = load_network(arch, baseline, data_source)
     recipe = train.Recipe.from_config(cfg["retrain"])
@@ -141,7 +142,7 @@ def prune_network(arch: str, net: dict, *, baseline: str, source: dict, out_mode
         for row in fit(model, data_source, recipe, seed=seed + stage, device=device, masks=masks, arch=arch,
                        resume_path=resume_file(out_model, stage)):
             rows.append({"stage": stage, "target_sparsity": sparsity, **row})
-    result = test_metrics(model, data_source, device, arch)
+    result = test_metrics(model, data_source, device)
     summary = model_summary(model, masks)
     metrics = {"arch": arch, "stage": "pruned", "dataset": source["dataset"], **result,
                "baseline_accuracy": ckpt.meta.get("accuracy"), "target_sparsity": cfg["sparsity"],
@@ -300,7 +301,7 @@ def sweep_curve(arch: str, finetune: dict, *, method: str, importance_name: str,
             decoded, m, variants = write_point(stem, qm, coding_cfg, variants=finetuned and bool(masks))
             evaluated = build_model(arch, data_source)
             evaluated.load_state_dict(decoded.state_dict())
-            result = test_metrics(evaluated, data_source, device, arch)
+            result = test_metrics(evaluated, data_source, device)
             bits = m["bits_per_weight"]
             row = {
                 "network": arch, "variant": ckpt.meta.get("stage", ""), "scope": scope, "method": method,

@@ -1,5 +1,8 @@
 """The file format of compressed models (``.nqz``): encode, write, parse, read, verify, decode.
 
+(Longer than the project's other files, on purpose: the byte layout below, the writer and the reader
+must change together, and one file keeps them side by side.)
+
 A file holds a ``QuantizedModel`` (see ``netquant.qmodel``): the codebooks, the labels of the unpruned
 elements of every quantized tensor, the positions of those elements, and the passthrough tensors.
 
