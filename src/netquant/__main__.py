@@ -5,6 +5,9 @@ Commands:
   decode FILE.nqz OUT.pt      the decoded network as a plain PyTorch state_dict (torch.load-able)
   evaluate FILE.nqz --data-root DIR [--json]
                               rebuild the network the file holds, print its test accuracy and ratio
+  compress --arch NAME [--weights FILE] (--images DIR | --dataset NAME --data-root DIR) --method M
+           (--bits B | --k K | --step S | --lam L) --out FILE.nqz
+                              compress your own model (torchvision:<name> or package.module:callable)
   reference --out reference/cpu --command "snakemake ..." [--results results] [--logs logs]
                               keep a finished run's figures, tables and Table 1 files, with provenance
 """
@@ -87,6 +90,18 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compress(args: argparse.Namespace) -> int:
+    from netquant import compress
+
+    result = compress.compress_command(args)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"wrote {result['file']}: {result['file_bytes']:,} bytes for {result['n_params']:,} parameters, "
+          f"ratio {result['ratio']:.2f}; decoded test accuracy {result['accuracy']:.2f}%")
+    return 0
+
+
 def _reference(args: argparse.Namespace) -> int:
     from netquant import reference
 
@@ -97,6 +112,8 @@ def _reference(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from netquant.vocabulary import METHODS
+
     parser = argparse.ArgumentParser(prog="netquant", description="Network quantization towards the limit.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -119,6 +136,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=_evaluate)
+
+    p = commands.add_parser("compress", help="compress your own model into a .nqz file")
+    p.add_argument("--arch", required=True, help="lenet5, resnet32, torchvision:<model> or package.module:callable")
+    p.add_argument("--weights", help="a state_dict file (or a netquant checkpoint) to load into the model")
+    p.add_argument("--num-classes", type=int, help="passed to the model's constructor")
+    p.add_argument("--images", help="an image folder with train/<class>/* and val/<class>/*")
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--dataset", choices=["mnist", "cifar10"], help="instead of --images: a dataset read from --data-root")
+    p.add_argument("--data-root")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--method", required=True, choices=METHODS)
+    for rate, kind in (("bits", float), ("k", int), ("step", float), ("lam", float)):
+        p.add_argument(f"--{rate}", type=kind, help="the rate: average codeword length (bits) or the method's own")
+    p.add_argument("--importance", default="hessian", choices=["hessian", "adam", "none"])
+    p.add_argument("--samples", type=int, default=1000, help="samples of the Hessian")
+    p.add_argument("--scope", default="all", choices=["all", "layer"])
+    p.add_argument("--include", default="weights", choices=["weights", "weights+biases", "all"])
+    p.add_argument("--finetune-steps", type=int, default=200)
+    p.add_argument("--lr", type=float, default=1e-3, help="fine-tuning learning rate of the shared values")
+    p.add_argument("--out", required=True, metavar="FILE.nqz")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_compress)
 
     p = commands.add_parser("reference", help="keep a finished run's results in a reference folder")
     p.add_argument("--out", required=True, help="the reference folder, e.g. reference/cpu (replaced)")

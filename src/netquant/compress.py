@@ -1,9 +1,23 @@
-"""Compressed files as runnable networks: describe a network, rebuild it from a ``.nqz`` file, evaluate it.
+"""Compress your own PyTorch model: the paper's methods (and ours) on any ``nn.Module`` and data loader.
 
-A file written by the workflow says what network it holds (``QuantizedModel.network``: architecture,
-dataset and input shape), so that ``evaluate_file`` - and ``python -m netquant evaluate FILE.nqz
---data-root DIR`` - can rebuild the network, load the decoded values and measure its test accuracy and
-compression ratio with nothing but the file and the data.
+    from netquant import compress
+    h = compress.importance(model, train_loader, kind="hessian", samples=1000)     # or "adam", or None
+    q = compress.quantize(model, h, method="hwkmeans", bits=3)                      # or k=..., step=, lam=
+    q = compress.finetune(model, q, train_loader, steps=200, lr=1e-3)               # the shared values
+    metrics = compress.save(q, "model.nqz")                                         # ratio from the file
+    decoded = compress.load("model.nqz", model_like)                                # a runnable network
+    compress.evaluate(decoded, test_loader)                                         # {"loss", "accuracy"}
+
+Which parameters are quantized (``include``): ``"weights"`` (default: every parameter with two or more
+dimensions - convolutions, depthwise convolutions, linear layers, embeddings - all layers together, the
+paper's setting), ``"weights+biases"``, or ``"all"`` (BatchNorm and biases too). Everything else is
+stored as is (32-bit). Pruned weights are recognised (``pruned="zeros"``, default): in a quantized tensor
+of which at least 10% are exact zeros, the zeros are positions of removed weights - coded as positions,
+never quantized, exactly 0 after decoding.
+
+A file written by the workflow or by :func:`save` with a ``network`` description says what network it
+holds, so that :func:`evaluate_file` - and ``python -m netquant evaluate FILE.nqz --data-root DIR`` - can
+rebuild it with nothing but the file and the data.
 """
 
 from __future__ import annotations
@@ -11,6 +25,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from typing import Iterable
+
+import torch
 from torch import nn
 
 from netquant import container, data, models, train
@@ -31,8 +48,37 @@ def build_from_description(network: dict[str, Any]) -> nn.Module:
         raise ValueError("the file does not say which architecture it holds (written by netquant < 0.2, or by "
                          "a program that gave no network description); build the model yourself and load "
                          "netquant.container.load(FILE) into it")
-    return models.build(network["arch"], num_classes=network.get("num_classes"),
-                        in_channels=network.get("in_channels"), input_size=network.get("input_size"))
+    arch = network["arch"]
+    if arch in models.ARCHS:
+        return models.build(arch, num_classes=network.get("num_classes"), in_channels=network.get("in_channels"),
+                            input_size=network.get("input_size"))
+    return build_named(arch, num_classes=network.get("num_classes"))
+
+
+def build_named(name: str, *, num_classes: int | None = None) -> nn.Module:
+    """A network by name: one of the paper's (``lenet5``, ...), ``torchvision:<model>`` (e.g.
+    ``torchvision:resnet18``), or ``package.module:callable`` returning an ``nn.Module``."""
+    import importlib
+
+    kwargs = {} if num_classes is None else {"num_classes": num_classes}
+    if name in models.ARCHS:
+        return models.build(name, **kwargs)
+    if name.startswith("torchvision:"):
+        import torchvision
+
+        model_name = name.removeprefix("torchvision:")
+        if model_name not in torchvision.models.list_models():
+            raise ValueError(f"torchvision has no model {model_name!r}; see torchvision.models.list_models()")
+        return torchvision.models.get_model(model_name, weights=None, **kwargs)
+    module_name, _, attr = name.partition(":")
+    if not attr:
+        raise ValueError(f"unknown architecture {name!r}: give one of {', '.join(models.ARCHS)}, "
+                         "torchvision:<model>, or package.module:callable")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"cannot import {name!r} ({exc}); give package.module:callable") from exc
+    return factory(**kwargs)
 
 
 def load_model(path: str | os.PathLike, model: nn.Module | None = None) -> tuple[nn.Module, QuantizedModel]:
@@ -81,3 +127,181 @@ def evaluate_file(path: str | os.PathLike, *, data_root: str | os.PathLike | Non
     return {"file": str(path), "arch": network["arch"], "dataset": network["dataset"], **result,
             "ratio": m["ratio_file"], "file_bytes": m["file_bytes"], "n_params": m["n_params"]}
 
+
+
+# ------------------------------------------------------------------------------------ any model
+
+INCLUDE = ("weights", "weights+biases", "all")
+PRUNED_FRACTION = 0.10  # a tensor with at least this fraction of exact zeros is taken as pruned
+
+
+def quantized_names(model: nn.Module, include: str = "weights") -> list[str]:
+    """The parameters :func:`quantize` quantizes (see the module docstring)."""
+    if include not in INCLUDE:
+        raise ValueError(f"include must be one of {', '.join(INCLUDE)}, got {include!r}")
+    bn = {f"{m}.{p}" for m, module in model.named_modules()
+          if isinstance(module, nn.modules.batchnorm._NormBase) for p, _ in module.named_parameters(recurse=False)}
+    names = []
+    for name, p in model.named_parameters():
+        if not p.is_floating_point():
+            continue
+        if p.dim() >= 2 or include == "all" or (include == "weights+biases" and name.endswith("bias")
+                                                 and name not in bn):
+            names.append(name)
+    return names
+
+
+def pruning_masks(model: nn.Module, names: Iterable[str]) -> dict[str, torch.Tensor]:
+    """Masks (True = kept) of the tensors among ``names`` that look pruned: >= 10% exact zeros."""
+    params = dict(model.named_parameters())
+    masks = {}
+    for name in names:
+        zero = params[name].detach() == 0
+        if zero.float().mean() >= PRUNED_FRACTION:
+            masks[name] = ~zero
+    return masks
+
+
+def importance(model: nn.Module, loader, *, kind: str = "hessian", samples: int = 1000,
+               estimator: str = "becker-lecun", adam_steps: int = 1000, adam_lr: float = 1e-4,
+               device: str = "auto") -> dict[str, torch.Tensor] | None:
+    """The importance of every parameter: ``"hessian"`` (diagonal Hessian of the cross-entropy over
+    ``samples`` samples of ``loader``, by ``estimator``), ``"adam"`` (square root of Adam's second moments
+    after ``adam_steps`` steps on a copy of the model, paper section 3.5) or ``None`` / ``"none"``.
+
+    ``loader``: (inputs, targets) batches, e.g. a DataLoader. The model itself is never modified.
+    """
+    import copy
+
+    from netquant import importance as estimators
+
+    if kind in (None, "none"):
+        return None
+    device = train.resolve_device(device)
+    work = copy.deepcopy(model).to(device)
+    if kind == "hessian":
+        return estimators.hessian_diagonal(work, loader, samples, estimator=estimator)
+    if kind == "adam":
+        h, _ = estimators.adam_second_moments(work, loader, steps=adam_steps, lr=adam_lr,
+                                              masks=pruning_masks(work, quantized_names(work, "all")) or None)
+        return h
+    raise ValueError(f"kind must be 'hessian', 'adam' or None, got {kind!r}")
+
+
+def quantize(model: nn.Module, importance: dict[str, torch.Tensor] | None = None, *, method: str,
+             bits: float | None = None, k: int | None = None, step: float | None = None, lam: float | None = None,
+             scope: str = "all", include: str = "weights", pruned: str = "zeros", seed: int = 0,
+             network: dict[str, Any] | None = None, **options) -> QuantizedModel:
+    """Quantize ``model``'s parameters (``include``) with ``method`` at one rate: ``bits`` (the average
+    codeword length the method aims at, as in the paper's figures), or the method's own ``k``, ``step`` or
+    ``lam``. ``scope``: "all" (one codebook for all layers, the paper) or "layer". ``pruned``: "zeros"
+    (see the module docstring) or "none". ``network``: a description stored in the file. ``options``: see
+    :func:`netquant.quantize.quantize`.
+    """
+    from netquant import quantize as quantizers
+
+    if pruned not in ("zeros", "none"):
+        raise ValueError(f"pruned must be 'zeros' or 'none', got {pruned!r}")
+    names = quantized_names(model, include)
+    masks = pruning_masks(model, names) if pruned == "zeros" else {}
+    state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
+    rate = {"k": k, "step": step, "lam": lam}
+    if bits is not None:
+        if any(v is not None for v in rate.values()):
+            raise ValueError("give either bits or the method's own rate (k, step or lam), not both")
+        w = torch.cat([state[n].flatten()[masks[n].flatten()] if n in masks else state[n].flatten() for n in names])
+        h = None if importance is None else torch.cat(
+            [importance[n].flatten()[masks[n].flatten()] if n in masks else importance[n].flatten() for n in names])
+        value = quantizers.rate_grid(method, w.double().numpy(), None if h is None else h.double().numpy(),
+                                     bits_min=bits, bits_max=bits, points=1)[0]
+        rate = {quantizers.rate_parameter(method): value.item()}
+    rate = {key: value for key, value in rate.items() if value is not None}
+    if method == "ecsq" and "k" not in rate and "ecsq_k" in options:
+        rate["k"] = options.pop("ecsq_k")
+    qmodel = quantizers.quantize_model(state, param_names=names, masks=masks, importance=importance, method=method,
+                                       scope=scope, parameters=[n for n, _ in model.named_parameters()], seed=seed,
+                                       **rate, **options)
+    qmodel.network = dict(network or {})
+    return qmodel
+
+
+def finetune(model: nn.Module, qmodel: QuantizedModel, loader, *, steps: int, lr: float, momentum: float = 0.9,
+             device: str = "auto", **options) -> QuantizedModel:
+    """Fine-tune the shared values of ``qmodel`` on ``loader`` (labels fixed); ``model`` is a network of
+    its architecture (its values are replaced). See :func:`netquant.finetune.finetune_codebooks`."""
+    import copy
+
+    from netquant.finetune import finetune_codebooks
+
+    tuned, _ = finetune_codebooks(copy.deepcopy(model), qmodel, loader, steps=steps, lr=lr, momentum=momentum,
+                                  device=train.resolve_device(device), **options)
+    return tuned
+
+
+def save(qmodel: QuantizedModel, path: str | os.PathLike, *, label_code: str = "huffman",
+         index_code: str = "deep-compression") -> dict[str, Any]:
+    """Write the compressed file; returns its metrics (``ratio_file`` = 32 N / bits of the file)."""
+    return container.save(path, qmodel, label_code=label_code, index_code=index_code)
+
+
+def load(path: str | os.PathLike, model: nn.Module | None = None) -> nn.Module:
+    """A runnable network decoded from ``path``: ``model`` with the decoded values (any network of the
+    file's architecture), or one built from the file's own description."""
+    return load_model(path, model)[0]
+
+
+def evaluate(model: nn.Module, loader, *, device: str = "auto", topk: tuple[int, ...] = (1,)) -> dict[str, float]:
+    """Mean cross-entropy and top-k accuracies (%) of ``model`` on ``loader``."""
+    return train.evaluate(model, loader, device=train.resolve_device(device), topk=topk)
+
+
+def image_folder_loaders(root: str | os.PathLike, *, image_size: int = 224, batch_size: int = 64, seed: int = 0):
+    """(train, test) loaders over ``root/train/<class>/*`` and ``root/val/<class>/*`` (ImageFolder layout),
+    resized and centre-cropped to ``image_size``, ImageNet's normalisation."""
+    from pathlib import Path
+
+    from torchvision import datasets, transforms
+
+    for split in ("train", "val"):
+        if not (Path(root) / split).is_dir():
+            raise ValueError(f"{root} has no {split}/ folder; it must hold train/<class>/* and val/<class>/*")
+    mean, std = data.STATS["imagenet"]
+    tf = transforms.Compose([transforms.Resize(image_size), transforms.CenterCrop(image_size),
+                             transforms.ToTensor(), transforms.Normalize(mean, std)])
+    g = torch.Generator().manual_seed(seed)
+    train_set = datasets.ImageFolder(str(Path(root) / "train"), tf)
+    test_set = datasets.ImageFolder(str(Path(root) / "val"), tf)
+    return (torch.utils.data.DataLoader(train_set, batch_size=batch_size, shuffle=True, generator=g),
+            torch.utils.data.DataLoader(test_set, batch_size=batch_size))
+
+
+def compress_command(args) -> dict[str, Any]:
+    """``python -m netquant compress``: a model from a name and a weights file, data from an image folder
+    or a prepared dataset, compressed into ``args.out``; returns the file's ratio and its decoded accuracy."""
+    if args.images:
+        train_loader, test_loader = image_folder_loaders(args.images, image_size=args.image_size,
+                                                         batch_size=args.batch_size)
+    elif args.dataset:
+        splits = data.prepare(args.dataset, args.data_root)
+        source = data.TensorSource(splits["train"], splits["test"])
+        g = torch.Generator().manual_seed(0)
+        train_loader = lambda: source.train_epoch(args.batch_size, g)  # noqa: E731 - a fresh epoch per call
+        test_loader = source.test_batches()
+    else:
+        raise ValueError("give the data: --images DIR (train/ and val/ class folders) or --dataset mnist|cifar10 "
+                         "with --data-root DIR")
+    model = build_named(args.arch, num_classes=args.num_classes)
+    if args.weights:
+        model.load_state_dict(models._weights_file(args.weights, args.arch))
+    model.eval()
+    batches = train_loader() if callable(train_loader) else train_loader
+    h = importance(model, batches, kind=args.importance, samples=args.samples)
+    rate = {key: getattr(args, key) for key in ("bits", "k", "step", "lam") if getattr(args, key) is not None}
+    network = {"arch": args.arch, "num_classes": args.num_classes}
+    q = quantize(model, h, method=args.method, scope=args.scope, include=args.include, network=network, **rate)
+    if args.finetune_steps:
+        q = finetune(model, q, train_loader, steps=args.finetune_steps, lr=args.lr)
+    m = save(q, args.out)
+    result = evaluate(load(args.out, model), test_loader)
+    return {"file": str(args.out), "ratio": m["ratio_file"], "file_bytes": m["file_bytes"],
+            "n_params": m["n_params"], "bits_per_weight": m["bits_per_weight"]["in_file"], **result}

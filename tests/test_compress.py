@@ -1,0 +1,83 @@
+"""Compress your own model: torchvision networks through the public API, the file and the CLI."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from helpers import REPO
+from netquant import compress, container
+
+
+def _loader(n=16, batch=8, size=32, classes=10, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, size, size, generator=g)
+    y = torch.randint(0, classes, (n,), generator=g)
+    return [(x[i:i + batch], y[i:i + batch]) for i in range(0, n, batch)]
+
+
+@pytest.mark.parametrize("name, method", [("resnet18", "hwkmeans"), ("mobilenet_v2", "ecsq")])
+def test_a_torchvision_model_through_the_file(tmp_path, name, method):
+    torch.manual_seed(0)
+    model = compress.build_named(f"torchvision:{name}", num_classes=10).eval()
+    loader = _loader()
+    h = compress.importance(model, loader, kind="hessian", samples=16)
+    q = compress.quantize(model, h, method=method, bits=3, network={"arch": f"torchvision:{name}", "num_classes": 10})
+    q = compress.finetune(model, q, loader, steps=2, lr=1e-3)
+    m = compress.save(q, tmp_path / "m.nqz")
+    assert m["ratio_file"] == 32 * m["n_params"] / (8 * (tmp_path / "m.nqz").stat().st_size)
+    assert m["n_params"] == sum(p.numel() for p in model.parameters())
+    decoded = compress.load(tmp_path / "m.nqz")  # rebuilt from the file's description
+    for key, value in q.state_dict().items():
+        assert torch.equal(decoded.state_dict()[key], value), key  # bit-exact round trip
+    assert compress.evaluate(decoded, loader)["accuracy"] >= 0
+    depthwise = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.groups > 1]
+    assert (name == "mobilenet_v2") == bool(depthwise)
+
+
+def test_pruned_zeros_are_positions_and_the_include_choice(tmp_path):
+    torch.manual_seed(0)
+    model = compress.build_named("torchvision:resnet18", num_classes=10)
+    with torch.no_grad():
+        model.fc.weight[:, ::2] = 0  # half of a layer pruned
+    names = compress.quantized_names(model)
+    assert "fc.weight" in names and "fc.bias" not in names and "bn1.weight" not in names
+    assert "fc.bias" in compress.quantized_names(model, "weights+biases")
+    assert "bn1.weight" in compress.quantized_names(model, "all")
+    q = compress.quantize(model, method="kmeans", k=8)
+    assert int((~q.tensors["fc.weight"].mask).sum()) == model.fc.weight.numel() // 2
+    assert torch.equal(q.state_dict()["fc.weight"][:, ::2], torch.zeros(10, 256))
+
+
+def test_the_readme_example_runs_as_written(tmp_path):
+    readme = (REPO / "README.md").read_text()
+    example = re.search(r"<!-- example: own model -->\s*```python\n(.*?)```", readme, re.S).group(1)
+    run = subprocess.run([sys.executable, "-c", example], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "ratio" in run.stdout and (tmp_path / "resnet18.nqz").exists()
+
+
+def test_cli_compress_a_torchvision_model(tmp_path):
+    from PIL import Image
+
+    for split in ("train", "val"):
+        for c in range(2):
+            folder = tmp_path / "images" / split / f"class{c}"
+            folder.mkdir(parents=True)
+            for i in range(4):
+                Image.new("RGB", (40, 40), (60 * c + 10 * i, 80, 120)).save(folder / f"{i}.png")
+    torch.manual_seed(0)
+    torch.save(compress.build_named("torchvision:resnet18", num_classes=2).state_dict(), tmp_path / "w.pt")
+    out = subprocess.run(
+        [sys.executable, "-m", "netquant", "compress", "--arch", "torchvision:resnet18", "--weights",
+         str(tmp_path / "w.pt"), "--num-classes", "2", "--images", str(tmp_path / "images"), "--image-size", "32",
+         "--method", "uniform", "--bits", "4", "--importance", "none", "--finetune-steps", "1",
+         "--out", str(tmp_path / "r18.nqz"), "--json"], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout)
+    assert result["ratio"] == container.metrics(tmp_path / "r18.nqz")["ratio_file"] and 0 <= result["accuracy"] <= 100
