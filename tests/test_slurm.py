@@ -245,7 +245,8 @@ def test_slurm_profile_settings_reach_snakemake(tmp_path, monkeypatch):
 def test_slurm_profile_resources_per_network(tmp_path):
     """At paper scale every training-type job asks for one GPU, and AlexNet's jobs for more memory and time."""
     work = copy_workflow(tmp_path)
-    (work / "imagenet").mkdir()
+    for split in ("train", "val"):  # an ImageNet-layout folder; a dry run reads no image
+        (work / "imagenet" / split).mkdir(parents=True)
     res = run([sys.executable, "-m", "snakemake", "-n", "--profile", "profiles/slurm",
                "--configfile", "config/paper.yaml", "--config", f"imagenet_root={work / 'imagenet'}"],
               work, timeout=300)
