@@ -166,3 +166,14 @@ def test_bf16_training_keeps_float32_weights_and_learns():
                 len(splits["train"]), recipe)
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert train.evaluate(model, data.batches(splits["test"], 64))["accuracy"] > 50
+
+
+def test_a_fraction_of_all_parameters_prunes_the_prunable_ones_to_match():
+    model = models.build("lenet5")
+    names = prune.prunable_names(model)
+    n_all = models.count_parameters(model)
+    n_prunable = sum(dict(model.named_parameters())[n].numel() for n in names)
+    sparsity = prune.prunable_sparsity(0.9145, "all", n_all, n_prunable)
+    kept = (1 - sparsity) * n_prunable + (n_all - n_prunable)
+    assert abs(kept / n_all - 0.0855) < 1e-12 and sparsity > 0.9145
+    assert prune.prunable_sparsity(0.8, "prunable", n_all, n_prunable) == 0.8

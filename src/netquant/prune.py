@@ -31,6 +31,21 @@ def sparsity_schedule(target: float, steps: int) -> list[float]:
     return [1.0 - kept ** ((s + 1) / steps) for s in range(steps)]
 
 
+def prunable_sparsity(target: float, counts: str, n_parameters: int, n_prunable: int) -> float:
+    """The sparsity of the prunable weights that removes ``target`` of what ``counts`` names: "prunable"
+    (the fraction is of the prunable weights) or "all" (of all parameters, the paper's N; the unprunable
+    ones - biases, BatchNorm - stay, so the prunable weights lose a little more)."""
+    if counts == "prunable":
+        return target
+    if counts != "all":
+        raise ValueError(f"counts must be 'prunable' or 'all', got {counts!r}")
+    kept_prunable = (1.0 - target) * n_parameters - (n_parameters - n_prunable)
+    if kept_prunable <= 0:
+        raise ValueError(f"sparsity {target} of all {n_parameters} parameters would remove more than the "
+                         f"{n_prunable} prunable weights; lower the prune sparsity")
+    return 1.0 - kept_prunable / n_prunable
+
+
 def magnitude_masks(tensors: dict[str, torch.Tensor], sparsity: float, *, scope: str = "global") -> dict[str, torch.Tensor]:
     """Boolean masks (True = kept) removing the ``sparsity`` fraction of smallest |w| among ``tensors``.
 

@@ -132,10 +132,12 @@ def prune_network(arch: str, network_cfg: dict, *, baseline: str, source: dict, 
     recipe = train.Recipe.from_config(cfg["retrain"])
     names = prune.prunable_names(model, cfg.get("params", "weights"))
     params = dict(model.named_parameters())
+    target = prune.prunable_sparsity(cfg["sparsity"], cfg.get("counts", "prunable"),
+                                     sum(p.numel() for p in params.values()), sum(params[n].numel() for n in names))
     start = time.perf_counter()
     rows: list[dict] = []
     masks: dict[str, torch.Tensor] = {}
-    for stage, sparsity in enumerate(prune.sparsity_schedule(cfg["sparsity"], cfg.get("steps", 1)), start=1):
+    for stage, sparsity in enumerate(prune.sparsity_schedule(target, cfg.get("steps", 1)), start=1):
         masks = prune.magnitude_masks({n: params[n] for n in names}, sparsity, scope=cfg.get("scope", "global"))
         log.info("%s pruning stage %d: sparsity %.4f of %d prunable weights", arch, stage, sparsity,
                  sum(params[n].numel() for n in names))
