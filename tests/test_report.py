@@ -340,7 +340,7 @@ def test_write_table_csv_markdown_latex(tmp_path):
     assert any(line.startswith("| LeNet-5 / MNIST | Uniform quantization |") and f"{lenet_uniform['ratio']:.2f}" in line
                and "| 51.25 |" in line for line in markdown)
     latex = paths[2].read_text()
-    assert latex.startswith(r"\begin{tabular}{lllrrrrrrrrl}")
+    assert latex.startswith(r"\begin{tabular}{llllrrrrrrrrrl}")
     for rule in (r"\toprule", r"\midrule", r"\bottomrule"):
         assert latex.count(rule) == 1
     assert latex.count(r" \\") == 1 + len(table)
@@ -395,3 +395,35 @@ def report_dir(repo):
     from pathlib import Path
 
     return Path(repo) / "workflow" / "report"
+
+
+def _search_rows(network="lenet5", method="uniform", importance="hessian-50000"):
+    """Probes of a search at two floors: per floor two probes of two seeds, the second one selected."""
+    rows = []
+    for floor_name, floor in (("pruned", 99.30), ("paper", 99.28)):
+        for probe, (accuracies, ratios, selected) in enumerate((([99.40, 99.36], [40.0, 40.1], False),
+                                                                 ([99.31, 99.29], [55.0, 54.8], True))):
+            for seed, (accuracy, ratio) in enumerate(zip(accuracies, ratios), start=1):
+                rows.append(dict(network=network, variant="pruned", scope="all", method=method,
+                                 importance=importance, rate_name="step", rate_value=0.01 * (probe + 1),
+                                 finetuned=True, clusters=20, bits_huffman=3.0, accuracy=accuracy, top5=math.nan,
+                                 ratio_file=ratio, ratio_file_ans=ratio + 1, ratio_file_runlength=ratio + 2,
+                                 path=f"{floor_name}-{probe}-{seed}", path_ans=f"{floor_name}-{probe}-{seed}-ans",
+                                 path_runlength="", seed=seed, floor_name=floor_name, floor=floor,
+                                 probe_accuracy=sum(accuracies) / 2, probe_spread=abs(accuracies[0] - accuracies[1]) / 2,
+                                 probe_ratio=min(ratios), meets_floor=sum(accuracies) / 2 >= floor,
+                                 selected=selected))
+    return pd.DataFrame(rows)
+
+
+def test_table1_rows_from_searches_show_each_floor_mean_spread_and_the_smallest_ratio():
+    table = report.select_table1(_curve_points([(99.30, 30.0)]), _models(99.30), search=_search_rows())
+    uniform = table[(table["network"] == "lenet5") & (table["row"] == "uniform")]
+    assert list(uniform["floor_name"]) == ["paper", "pruned"]
+    for _, cell in uniform.iterrows():
+        assert cell["accuracy"] == pytest.approx(99.30) and cell["accuracy_spread"] == pytest.approx(0.01)
+        assert cell["ratio"] == 54.8 and cell["seeds"] == 2 and cell["path"] == f"{cell['floor_name']}-1-1"
+    assert set(uniform["status"]) == {"selected"}
+    ans = table[(table["network"] == "lenet5") & (table["row"] == "uniform-ans")]
+    assert list(ans["ratio"]) == [55.8, 55.8] and list(ans["path"]) == ["paper-1-1-ans", "pruned-1-1-ans"]
+    assert len(table[(table["network"] == "lenet5") & (table["row"] == "pruned")]) == 1

@@ -23,6 +23,9 @@ FOLDER_DATASETS = ("imagenet", "synthetic-imagenet")  # streamed from an image f
 TENSOR_DATASETS = ("mnist", "cifar10", "synthetic-mnist", "synthetic-cifar10")  # prepared into memory
 DATASETS = TENSOR_DATASETS + FOLDER_DATASETS
 
+# the accuracy floors of an operating-point search: the pruned model's accuracy, the paper's Table 1 value
+FLOORS = ("pruned", "paper")
+
 # the model a sweep starts from
 VARIANTS = ("baseline", "pruned")
 

@@ -41,6 +41,7 @@ wildcard_constraints:
     scope="|".join(vocabulary.SCOPES),
     method="|".join(vocabulary.METHODS),
     importance=vocabulary.IMPORTANCE_PATTERN,
+    floor="|".join(vocabulary.FLOORS),
 
 
 # ------------------------------------------------------------------------------------------- data
@@ -96,10 +97,10 @@ def importance_params(wildcards):
     return {key: section[key] for key in ("estimator", "batch_size", "floor")}
 
 
-def importance_input(wildcards):
+def importance_input(wildcards, variant=None):
     if wildcards.importance == "none":
         return []
-    return f"results/{wildcards.net}/{wildcards.variant}/importance/{wildcards.importance}.pt"
+    return f"results/{wildcards.net}/{variant or wildcards.variant}/importance/{wildcards.importance}.pt"
 
 
 # ------------------------------------------------------------------------------------------- targets
@@ -124,6 +125,26 @@ def figure_inputs(figure, net):
         tables += curve_tables("layerwise", net, scope="all")
         return {"tables": tables, "reference": f"results/{net}/pruned/metrics.json"}
     return {"tables": tables, "reference": f"results/{net}/baseline/metrics.json"}
+
+
+def search_section(wildcards):
+    """The search settings of a network: its own ``<net>.search`` where it has one, else ``search``."""
+    return config[wildcards.net].get("search") or config["search"]
+
+
+def search_tables():
+    """The operating-point searches of Table 1's curves, one per floor of each network's search settings
+    (none for a network whose ``max_probes`` is 0)."""
+    tables = []
+    for net in figure_networks("table1"):
+        settings = config[net].get("search") or config["search"]
+        if settings["max_probes"] == 0:
+            continue
+        for table in curve_tables("table1", net):
+            for floor in settings["floors"]:
+                stem = table.replace("/sweep/all/", "/search/").removesuffix("/points.csv")
+                tables.append(f"{stem}/{floor}/points.csv")
+    return tables
 
 
 def all_curve_tables():

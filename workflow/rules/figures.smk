@@ -54,6 +54,7 @@ rule table1:
     """Table 1 (CSV, Markdown, LaTeX), paper vs ours, and the models before quantization."""
     input:
         tables=curve_tables("table1"),
+        search=search_tables(),
         models=expand(
             "results/{net}/{variant}/metrics.json",
             net=NETWORKS,
@@ -90,7 +91,7 @@ rule table1:
 rule points:
     """The tidy table of every sweep point, and heuristics vs the DP optimum."""
     input:
-        tables=all_curve_tables(),
+        tables=all_curve_tables() + search_tables(),
     output:
         points="results/tables/points.csv",
         dp_gap=report(

@@ -55,3 +55,37 @@ rule encode_pruned:
         seed=SEED,
     script:
         "../scripts/encode_pruned.py"
+
+
+rule search:
+    """Operating-point search of a Table 1 curve: the largest ratio whose mean accuracy over several
+    fine-tuning seeds meets a floor (the pruned model's, or the paper's)."""
+    input:
+        data=data_input,
+        sweep="results/{net}/pruned/sweep/all/{method}/{importance}/points.csv",
+        model="results/{net}/pruned/model.pt",
+        metrics="results/{net}/pruned/metrics.json",
+        importance=lambda wildcards: importance_input(wildcards, variant="pruned"),
+    output:
+        table="results/{net}/pruned/search/{method}/{importance}/{floor}/points.csv",
+        files=directory("results/{net}/pruned/search/{method}/{importance}/{floor}/files"),
+    params:
+        finetune=network_section("finetune"),
+        quantize=quantize_section,
+        coding=config["coding"],
+        search=search_section,
+        source=data_source,
+        seed=SEED,
+        device=DEVICE,
+    log:
+        "logs/search/{net}-{method}-{importance}-{floor}.log",
+    benchmark:
+        "logs/benchmarks/search/{net}-{method}-{importance}-{floor}.tsv"
+    threads: THREADS
+    resources:
+        mem_mb=8000,
+        runtime=480,
+    conda:
+        "../envs/netquant.yaml"
+    script:
+        "../scripts/search.py"

@@ -19,8 +19,9 @@ def read_points(curve_tables: Iterable[str | os.PathLike]) -> pd.DataFrame:
     """The tidy points table: the rows of every curve's points.csv, concatenated."""
     frames = [pd.read_csv(path) for path in curve_tables]
     points = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["network"])
-    if "finetuned" in points:
-        points["finetuned"] = points["finetuned"].astype(str).str.lower().eq("true")
+    for column in ("finetuned", "selected", "meets_floor"):
+        if column in points:
+            points[column] = points[column].astype(str).str.lower().eq("true")
     return points
 
 
@@ -46,13 +47,15 @@ def models_table(model_metrics: Iterable[str | os.PathLike], file_metrics: Itera
 
 
 def write_table1(*, curve_tables, model_metrics, file_metrics, out_table, out_markdown, out_latex, out_models,
-                 out_paper_vs_ours, tolerance: float, skipped: Mapping[str, str], scale: str) -> pd.DataFrame:
+                 out_paper_vs_ours, tolerance: float, skipped: Mapping[str, str], scale: str,
+                 search_tables=()) -> pd.DataFrame:
     """Select Table 1 from the curves' points and write it (CSV, Markdown, LaTeX), the models table and the
     paper-vs-ours page."""
     points = read_points(curve_tables)
     models = models_table(model_metrics, file_metrics)
     write_text(out_models, models.to_csv(index=False))
-    table1 = select_table1(points, models, tolerance=tolerance, skipped=skipped)
+    search = read_points(search_tables) if search_tables else None
+    table1 = select_table1(points, models, tolerance=tolerance, skipped=skipped, search=search)
     write_table_files(table1, out_table, out_markdown, out_latex, columns=TABLE1_DISPLAY_COLUMNS)
     write_text(out_paper_vs_ours, paper_vs_ours_markdown(table1, models, skipped, scale))
     return table1
@@ -62,7 +65,8 @@ def write_points(curve_tables, *, out_points, out_dp_gap, out_dp_gap_markdown, o
     """The tidy points table of every curve, and the heuristics-vs-DP table."""
     points = read_points(curve_tables)
     write_text(out_points, points.to_csv(index=False))
-    write_table_files(dp_gap_table(points), out_dp_gap, out_dp_gap_markdown, out_dp_gap_latex,
+    swept = points[points["floor_name"].isna()] if "floor_name" in points else points  # not the searches' probes
+    write_table_files(dp_gap_table(swept), out_dp_gap, out_dp_gap_markdown, out_dp_gap_latex,
                       columns=DP_GAP_DISPLAY_COLUMNS)
     return points
 

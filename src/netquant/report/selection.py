@@ -60,15 +60,18 @@ TABLE1_ROWS: tuple[Table1Row, ...] = (
               ratio_column="ratio_file_runlength", path_column="path_runlength", in_paper=False),
 )
 TABLE1_COLUMNS = (
-    "network", "row", "label", "status", "note", "method", "importance", "rate_name", "rate_value", "clusters",
-    "bits_huffman", "accuracy", "top5", "ratio", "floor", "paper_accuracy", "paper_ratio", "diff_accuracy",
-    "diff_ratio", "paper_source", "path",
+    "network", "row", "label", "floor_name", "status", "note", "method", "importance", "rate_name", "rate_value",
+    "clusters", "bits_huffman", "accuracy", "accuracy_spread", "seeds", "top5", "ratio", "floor",
+    "paper_accuracy", "paper_ratio", "diff_accuracy", "diff_ratio", "paper_source", "path",
 )
 _CHOSEN_COLUMNS = ("rate_name", "rate_value", "clusters", "bits_huffman", "accuracy", "top5", "path")
 TABLE1_DISPLAY_COLUMNS = (
-    "network", "label", "rate_name", "rate_value", "bits_huffman", "accuracy", "paper_accuracy", "diff_accuracy",
-    "ratio", "paper_ratio", "diff_ratio", "status",
+    "network", "label", "floor_name", "rate_name", "rate_value", "bits_huffman", "accuracy", "accuracy_spread",
+    "paper_accuracy", "diff_accuracy", "ratio", "paper_ratio", "diff_ratio", "status",
 )
+# What a floor is named in Table 1: the sweep's own points (one fine-tuning each) against the pruned model's
+# accuracy, or a search's probes (the mean over several fine-tuning seeds) against a named floor.
+SWEEP_FLOOR = "pruned (sweep)"
 
 
 
@@ -128,9 +131,37 @@ def _quantized_cell(candidates: pd.DataFrame, row: Table1Row, floor: float) -> d
     return cell
 
 
+def _searched_cell(search: pd.DataFrame, row: Table1Row, floor_name: str) -> dict:
+    """The selected probe of an operating-point search for one quantized row and floor."""
+    same_method = search[(search["method"] == row.method) & (search["floor_name"] == floor_name)]
+    importance = row_importance(row, same_method["importance"])
+    if importance is None:
+        return {"status": "no points", "importance": "", "note": f"no search of {row.method} with {row.weighting} "
+                f"importance for the floor {floor_name!r}"}
+    chosen = same_method[(same_method["importance"] == importance) & same_method["selected"]]
+    chosen = chosen.sort_values("seed", kind="stable")
+    first = chosen.iloc[0]
+    cell = {c: first.get(c, math.nan) for c in _CHOSEN_COLUMNS}
+    met = bool(first["meets_floor"])
+    cell.update(status="selected" if met else "fallback", importance=importance, floor=float(first["floor"]),
+                accuracy=float(first["probe_accuracy"]), accuracy_spread=float(first["probe_spread"]),
+                seeds=len(chosen), ratio=float(chosen[row.ratio_column].min()), path=first.get(row.path_column, ""))
+    if not met:
+        cell["note"] = (f"no probe's mean accuracy reaches the floor {cell['floor']:.2f}%; the most accurate "
+                        f"({cell['accuracy']:.2f}%) is shown")
+    return cell
+
+
 def select_table1(points: pd.DataFrame, models: pd.DataFrame, *, tolerance: float = 0.0,
-                  skipped: Mapping[str, str] | None = None, paper: Mapping | None = None) -> pd.DataFrame:
-    """Table 1 for the networks present in ``points``, ``models`` or ``skipped``, one row per (network, row).
+                  skipped: Mapping[str, str] | None = None, paper: Mapping | None = None,
+                  search: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Table 1 for the networks present in ``points``, ``models`` or ``skipped``, one row per (network, row)
+    and, for the quantized rows, per floor.
+
+    With ``search`` (the probes of operating-point searches, ``netquant.steps.search_curve``), a network's
+    quantized rows show each searched floor's selected probe: its mean accuracy over the fine-tuning seeds,
+    their spread (half the range) and the smallest ratio of their files. Without it they are chosen among
+    the sweep's points (floor ``pruned (sweep)``), as follows.
 
     Quantized rows are chosen by the rule in the module docstring: among the pruned-variant, scope ``all``,
     fine-tuned points of the row's method and importance, the largest ``ratio_file`` with
@@ -145,29 +176,35 @@ def select_table1(points: pd.DataFrame, models: pd.DataFrame, *, tolerance: floa
     paper = load_paper_numbers() if paper is None else paper
     skipped = dict(skipped or {})
     networks = ordered_networks(set(points["network"]) | set(models["network"]) | set(skipped))
+    search = pd.DataFrame(columns=["network"]) if search is None else search
     records = []
     for network in networks:
+        searched = search[search["network"] == network]
+        floors = sorted(set(searched["floor_name"])) if not searched.empty else [SWEEP_FLOOR]
         pruned = model_row(models, network, "pruned")
         floor = float(pruned["accuracy"]) - tolerance if pruned is not None else math.nan
         variant, scope = FIGURE_MODELS["table1"]
         candidates = points[(points["network"] == network) & (points["variant"] == variant)
                             & (points["scope"] == scope) & (points["finetuned"] == True)]  # noqa: E712
         for row in TABLE1_ROWS:
-            cell = paper_cell(paper, network, row.key) if row.in_paper else {}
-            record = {name: math.nan for name in TABLE1_COLUMNS}
-            record.update(network=network, row=row.key, label=row.label, method=row.method or "", importance="",
-                          rate_name="", note="", path="", floor=floor,
-                          paper_accuracy=cell.get("accuracy", math.nan), paper_ratio=cell.get("ratio", math.nan),
-                          paper_source=cell.get("source", ""))
-            if network in skipped:
-                record.update(status="not run", note=f"not run: {skipped[network]}")
-            elif row.key in ("original", "pruned"):
-                record.update(_model_cell(models, network, row.key))
-            elif row.method is None:
-                record.update(status="paper only", note="the paper's quoted result; not reproduced here")
-            else:
-                record.update(_quantized_cell(candidates, row, floor))
-            records.append(record)
+            for floor_name in floors if row.method is not None else [""]:
+                cell = paper_cell(paper, network, row.key) if row.in_paper else {}
+                record = {name: math.nan for name in TABLE1_COLUMNS}
+                record.update(network=network, row=row.key, label=row.label, method=row.method or "",
+                              importance="", rate_name="", note="", path="", floor=floor, floor_name=floor_name,
+                              paper_accuracy=cell.get("accuracy", math.nan),
+                              paper_ratio=cell.get("ratio", math.nan), paper_source=cell.get("source", ""))
+                if network in skipped:
+                    record.update(status="not run", note=f"not run: {skipped[network]}")
+                elif row.key in ("original", "pruned"):
+                    record.update(_model_cell(models, network, row.key))
+                elif row.method is None:
+                    record.update(status="paper only", note="the paper's quoted result; not reproduced here")
+                elif floor_name == SWEEP_FLOOR:
+                    record.update(_quantized_cell(candidates, row, floor), seeds=1)
+                else:
+                    record.update(_searched_cell(searched, row, floor_name))
+                records.append(record)
     table = pd.DataFrame.from_records(records, columns=list(TABLE1_COLUMNS))
     table["diff_accuracy"] = table["accuracy"].astype(float) - table["paper_accuracy"]
     table["diff_ratio"] = table["ratio"].astype(float) - table["paper_ratio"]

@@ -22,10 +22,11 @@ COLUMN_HEADERS = {
     "finetuned": "Fine-tuned", "heuristic": "Heuristic", "optimum": "Optimum",
     "bits_huffman_heuristic": "Bits heur.", "bits_huffman_optimum": "Bits opt.",
     "accuracy_heuristic": "Acc. heur. (%)", "accuracy_optimum": "Acc. opt. (%)",
-    "accuracy_gap": "Acc. gap", "bits_gap": "Bits gap",
+    "accuracy_gap": "Acc. gap", "bits_gap": "Bits gap", "floor_name": "Accuracy floor",
+    "accuracy_spread": "+/- (seeds)", "seeds": "Seeds",
 }
 # Columns shown with two decimals (percentages, ratios, bits); other floats with four significant digits.
-_TWO_DECIMALS = ("accuracy", "top5", "ratio", "diff", "paper_accuracy", "paper_ratio", "bits", "entropy", "floor")
+_TWO_DECIMALS = ("accuracy", "accuracy_spread", "top5", "ratio", "diff", "paper_accuracy", "paper_ratio", "bits", "entropy", "floor")
 
 
 def format_value(column: str, value) -> str:
