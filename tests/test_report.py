@@ -365,7 +365,8 @@ def test_paper_vs_ours_markdown():
     assert "Accuracy floor: 99.22% (pruned model 99.22% minus a tolerance of 0.00 points)" in page
     assert "largest compression ratio" in page
     uniform = _cell(table, "lenet5", "uniform")
-    expected = f"| Uniform quantization | 99.28 | {uniform['accuracy']:.2f} | {uniform['diff_accuracy']:+.2f} | 51.25x |"
+    expected = (f"| Uniform quantization | pruned (sweep) | 99.28 | {uniform['accuracy']:.2f} | - | "
+                f"{uniform['diff_accuracy']:+.2f} | 51.25x |")
     assert expected in page
     assert "38,797 (9.00%)" in page
     # the page is the same from the CSV round trip of the table
@@ -422,8 +423,9 @@ def test_table1_rows_from_searches_show_each_floor_mean_spread_and_the_smallest_
     assert list(uniform["floor_name"]) == ["paper", "pruned"]
     for _, cell in uniform.iterrows():
         assert cell["accuracy"] == pytest.approx(99.30) and cell["accuracy_spread"] == pytest.approx(0.01)
-        assert cell["ratio"] == 54.8 and cell["seeds"] == 2 and cell["path"] == f"{cell['floor_name']}-1-1"
+        assert cell["ratio"] == 54.8 and cell["seeds"] == 2 and cell["path"] == f"{cell['floor_name']}-1-2"
+        assert cell["file_accuracy"] == 99.29  # the named file's own accuracy
     assert set(uniform["status"]) == {"selected"}
     ans = table[(table["network"] == "lenet5") & (table["row"] == "uniform-ans")]
-    assert list(ans["ratio"]) == [55.8, 55.8] and list(ans["path"]) == ["paper-1-1-ans", "pruned-1-1-ans"]
+    assert list(ans["ratio"]) == [55.8, 55.8] and list(ans["path"]) == ["paper-1-2-ans", "pruned-1-2-ans"]
     assert len(table[(table["network"] == "lenet5") & (table["row"] == "pruned")]) == 1

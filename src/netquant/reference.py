@@ -1,7 +1,8 @@
 """Keep what a measured run produced: ``reference/<scale>/`` in the repository.
 
 ``collect`` copies a finished run's figures, tables, points, model metrics and the compressed file of
-every Table 1 row into one folder, renames each row's file after its row (``files/<net>/<row>.nqz``) and
+every Table 1 row into one folder, renames each row's file after its row and floor
+(``files/<net>/<row>-<floor>.nqz``) and
 points Table 1's ``path`` column at it, checks that each file's size gives the row's ratio, and writes a
 README with the provenance: commit, command, machine, and the wall time of every stage read from
 Snakemake's benchmark files. ``python -m netquant evaluate`` on any of the files reproduces its row.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 import platform
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -92,7 +94,9 @@ def _row_files(table1: pd.DataFrame, results: Path, out: Path) -> pd.DataFrame:
         if not source:
             paths.append("")
             continue
-        target = _copy(Path(source), out / "files" / row["network"] / f"{row['row']}.nqz")
+        floor = row.get("floor_name")
+        slug = re.sub(r"[^a-z0-9]+", "-", str(floor).lower()).strip("-") if isinstance(floor, str) and floor else ""
+        target = _copy(Path(source), out / "files" / row["network"] / f"{row['row']}{'-' + slug if slug else ''}.nqz")
         ratio = container.metrics(target)["ratio_file"]
         if math.isfinite(float(row["ratio"])) and abs(ratio - float(row["ratio"])) > 1e-6 * ratio:
             raise ValueError(f"{target}: the file's ratio {ratio:.4f} is not the {row['row']} row's "
