@@ -1,5 +1,6 @@
 """Helpers shared by the workflow tests: the repository, a copy of the workflow, running Snakemake."""
 
+import heapq
 import shutil
 import subprocess
 import sys
@@ -21,3 +22,17 @@ def copy_workflow(dest: Path) -> Path:
         src = REPO / item
         (shutil.copytree if src.is_dir() else shutil.copy)(src, dest / item)
     return dest
+
+
+def optimal_huffman_cost(counts) -> int:
+    """Total bits of an optimal prefix code: sum of the weights of all merges (independent of coding)."""
+    heap = [int(c) for c in counts if c > 0]
+    if len(heap) <= 1:
+        return 0
+    heapq.heapify(heap)
+    total = 0
+    while len(heap) > 1:
+        merged = heapq.heappop(heap) + heapq.heappop(heap)
+        total += merged
+        heapq.heappush(heap, merged)
+    return total

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import heapq
 
 import bitarray
 import bitarray.util
@@ -11,21 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from helpers import optimal_huffman_cost
 from netquant import coding
 
-
-def optimal_huffman_cost(counts) -> int:
-    """Total bits of an optimal prefix code: sum of the weights of all merges (independent of coding)."""
-    heap = [int(c) for c in counts if c > 0]
-    if len(heap) <= 1:
-        return 0
-    heapq.heapify(heap)
-    total = 0
-    while len(heap) > 1:
-        merged = heapq.heappop(heap) + heapq.heappop(heap)
-        total += merged
-        heapq.heappush(heap, merged)
-    return total
 
 
 @st.composite

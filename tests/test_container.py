@@ -19,6 +19,7 @@ import torch
 import netquant
 from netquant import container, models
 from netquant.container import ContainerError
+from helpers import optimal_huffman_cost
 from netquant.qmodel import PRUNED, QuantizedModel, QuantizedTensor, from_pruned
 
 KEEP = 0.09  # Table 1: LeNet pruned by 91%
@@ -124,26 +125,12 @@ def test_lenet_round_trip(tmp_path, lenet, label_code, index_code):
     assert 0 < m["file_bits"] - eq1["total_bits"] < 8 * 800
 
 
-def _optimal_huffman_bits(counts) -> int:
-    """Total length of an optimal prefix code for these counts: the sum of the merged weights."""
-    import heapq
-
-    heap = [int(c) for c in counts if c > 0]
-    heapq.heapify(heap)
-    total = 0
-    while len(heap) > 1:
-        merged = heapq.heappop(heap) + heapq.heappop(heap)
-        total += merged
-        heapq.heappush(heap, merged)
-    return total
-
-
 def test_lenet_file_size_is_its_optimal_code_plus_its_tables(lenet, tmp_path):
     """Huffman + Deep Compression indexes on a 9%-kept LeNet: the label stream is exactly as long as an optimal
     prefix code, the file's ratio is 32 N over its bits, and eq. (1) counts less than the whole file."""
     m = container.save(tmp_path / "m.nqz", lenet)
     labels = np.concatenate([t.labels[t.labels != PRUNED] for t in lenet.tensors.values()])
-    assert m["eq1"]["codeword_bits"] == _optimal_huffman_bits(np.bincount(labels))
+    assert m["eq1"]["codeword_bits"] == optimal_huffman_cost(np.bincount(labels))
     assert m["file_bytes"] == (tmp_path / "m.nqz").stat().st_size == sum(m["section_bytes"].values())
     assert m["ratio_file"] == 32 * m["n_params"] / (8 * m["file_bytes"])
     assert m["ratio_file"] < m["ratio_eq1"]
