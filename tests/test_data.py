@@ -119,3 +119,11 @@ def test_a_crafted_cifar_batch_cannot_run_code(tmp_path):
         prepare("cifar10", tmp_path)
     assert not marker.exists()
     shutil.rmtree(folder)
+
+
+def test_a_foreign_prepared_file_is_one_clear_error(tmp_path):
+    import pytest
+
+    (tmp_path / "mnist.pt").write_bytes(b"not a torch file")
+    with pytest.raises(data.DataError, match="not a prepared dataset"):
+        data.load_prepared(tmp_path / "mnist.pt")

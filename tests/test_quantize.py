@@ -587,3 +587,14 @@ def test_ecsq_honours_lambda_when_k_covers_every_distinct_value(seed):
     dp = quantize(w, method="dp-ecsq", lam=1e-3)
     ours = quantize(w, method="ecsq", lam=1e-3, k=1024)
     assert ours.objective <= 1.05 * dp.objective
+
+
+def test_low_precision_tensors_and_out_of_range_weights():
+    import torch
+
+    w = torch.randn(200, generator=torch.Generator().manual_seed(0))
+    for dtype in (torch.bfloat16, torch.float16):
+        result = quantize(w.to(dtype), method="kmeans", k=4)
+        assert result.clusters_used == 4 and np.all(np.isfinite(result.centers))
+    with pytest.raises(ValueError, match="beyond float32"):
+        quantize(np.array([1.0, 1e39, -2.0]), method="kmeans", k=2)

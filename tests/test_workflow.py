@@ -188,3 +188,9 @@ def test_an_imagenet_root_without_its_folders_stops_the_dry_run(tmp_path):
     run = snakemake("-n", "--configfile", "config/config.yaml", "--config", f"imagenet_root={tmp_path / 'not-imagenet'}",
                     cwd=work, check=False)
     assert run.returncode != 0 and "has no train and no val folder" in run.stdout + run.stderr
+
+
+def test_download_false_on_the_command_line_is_a_boolean(tmp_path):
+    work = copy_workflow(tmp_path)
+    run = snakemake("-n", "--configfile", "config/smoke.yaml", "--config", "download=false", cwd=work, check=False)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]

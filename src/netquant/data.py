@@ -145,8 +145,14 @@ def save_prepared(path: str | os.PathLike, splits: dict[str, ImageTensors]) -> N
 
 
 def load_prepared(path: str | os.PathLike) -> dict[str, ImageTensors]:
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    return {name: ImageTensors.from_dict(d) for name, d in payload.items()}
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        return {name: ImageTensors.from_dict(d) for name, d in payload.items()}
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
+        raise DataError(f"{path} is not a prepared dataset written by netquant.data.save_prepared ({exc}); "
+                        "delete it and let the workflow prepare it again") from exc
 
 
 def _missing(root: Path, folder: str, names, download: bool, dataset: str) -> list[Path]:

@@ -9,7 +9,10 @@ import torch
 
 def to_numpy(value) -> np.ndarray:
     if isinstance(value, torch.Tensor):
-        return value.detach().cpu().numpy()
+        value = value.detach().cpu()
+        if value.is_floating_point() and value.dtype not in (torch.float32, torch.float64):
+            value = value.float()  # bfloat16 / float16 have no numpy dtype; float32 holds them exactly
+        return value.numpy()
     return np.asarray(value)
 
 

@@ -138,6 +138,9 @@ def quantize(
     w = as_vector(w, "w")
     if not np.all(np.isfinite(w)):
         raise ValueError(f"w has {int(np.sum(~np.isfinite(w)))} NaN/inf entries; weights must be finite")
+    if w.size and np.abs(w).max() > np.finfo(np.float32).max:
+        raise ValueError(f"w has entries up to {np.abs(w).max():.3g}, beyond float32 (the codebook's type); "
+                         "rescale the weights")
     h = check_importance(h, w.shape[0])
     if not isinstance(init, str) and method in ("kmeans", "hwkmeans", "ecsq"):
         init = as_vector(init, "init")
