@@ -75,3 +75,11 @@ def test_method_options_map_the_config_section():
     assert "bins" not in quantize.method_options("dp-kmeans", options)
     assert quantize.method_options("dp-ecsq", {**options, "bins": 512})["bins"] == 512
     assert np.isscalar(quantize.method_options("uniform", options)["tol"])
+
+
+def test_the_paper_floor_of_each_row():
+    assert steps.paper_floor("lenet5", "uniform", "hessian-50000") == 99.28
+    assert steps.paper_floor("resnet32", "dp-ecsq", "hessian-50000") == 92.73  # its heuristic's: ECSQ
+    assert steps.paper_floor("alexnet", "hwkmeans", "adam") == 56.04
+    with pytest.raises(ValueError, match="no ecsq row for alexnet"):
+        steps.paper_floor("alexnet", "ecsq", "adam")
