@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import netquant
 from netquant import container, models
@@ -438,3 +440,36 @@ def test_cli_decode_never_destroys_its_input(tmp_path, lenet):
     assert out.returncode == 2 and "is a folder" in out.stderr and "Traceback" not in out.stderr
     out = _run("inspect", tmp_path)
     assert out.returncode == 2 and "Traceback" not in out.stderr
+
+
+# --------------------------------------------------------------------------------------------------
+# fuzzing: random damage and crafted sections are refused with ContainerError, never anything else
+
+DAMAGE = st.sampled_from(["truncate", "flip", "insert", "section"])
+
+
+def _damaged(data: bytes, draw) -> bytes:
+    kind, out = draw(DAMAGE), bytearray(data)
+    if kind == "truncate":
+        return bytes(out[: draw(st.integers(0, len(out) - 1))])
+    if kind == "flip":
+        for _ in range(draw(st.integers(1, 8))):
+            out[draw(st.integers(0, len(out) - 1))] ^= 1 << draw(st.integers(0, 7))
+        return bytes(out)
+    if kind == "insert":
+        i = draw(st.integers(0, len(out)))
+        return bytes(out[:i] + draw(st.binary(min_size=1, max_size=16)) + out[i:])
+    # a well-framed file (lengths and CRCs right) whose section content is random
+    tag, payload = draw(st.sampled_from(container.SECTIONS)), draw(st.binary(max_size=64))
+    return _reframe(data, tag, zlib.compress(payload) if tag == "META" and draw(st.booleans()) else payload)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_fuzzed_files_are_refused_cleanly(small_file, data):
+    damaged = _damaged(small_file, data.draw)
+    try:
+        decoded = container.decode(damaged)
+    except ContainerError:
+        return
+    assert container.encode(decoded) == damaged  # only a file's own content decodes

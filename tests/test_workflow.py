@@ -194,3 +194,13 @@ def test_download_false_on_the_command_line_is_a_boolean(tmp_path):
     work = copy_workflow(tmp_path)
     run = snakemake("-n", "--configfile", "config/smoke.yaml", "--config", "download=false", cwd=work, check=False)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+
+
+def test_a_failing_job_writes_its_error_to_its_log(tmp_path):
+    work = copy_workflow(tmp_path)
+    (tmp_path / "empty").mkdir()
+    run = snakemake("--cores", "1", "resources/data/mnist.pt", "--config", f"data_root={tmp_path / 'empty'}",
+                    "download=false", cwd=work, check=False)
+    assert run.returncode != 0
+    log = (work / "logs/prepare_data/mnist.log").read_text()
+    assert "error: DataError: mnist: missing files" in log and "data_root" in log and "Traceback" in log
