@@ -596,5 +596,14 @@ def test_low_precision_tensors_and_out_of_range_weights():
     for dtype in (torch.bfloat16, torch.float16):
         result = quantize(w.to(dtype), method="kmeans", k=4)
         assert result.clusters_used == 4 and np.all(np.isfinite(result.centers))
-    with pytest.raises(ValueError, match="beyond float32"):
-        quantize(np.array([1.0, 1e39, -2.0]), method="kmeans", k=2)
+    for method in ("kmeans", "dp-kmeans", "uniform"):
+        with pytest.raises(ValueError, match="beyond float32"):
+            quantize(np.array([1.0, 1e39, -2.0]), method=method, **({"step": 0.5} if method == "uniform" else {"k": 2}))
+
+
+def test_rate_grids_refuse_what_cannot_be_built():
+    w = np.linspace(-1, 1, 100)
+    with pytest.raises(ValueError, match="bits_min <= bits_max"):
+        rate_grid("kmeans", w, bits_min=8, bits_max=1)
+    with pytest.raises(ValueError, match="at most 24 bits"):
+        rate_grid("kmeans", w, bits_min=1, bits_max=100)

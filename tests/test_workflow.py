@@ -204,3 +204,13 @@ def test_a_failing_job_writes_its_error_to_its_log(tmp_path):
     assert run.returncode != 0
     log = (work / "logs/prepare_data/mnist.log").read_text()
     assert "error: DataError: mnist: missing files" in log and "data_root" in log and "Traceback" in log
+
+
+def test_reference_never_replaces_a_folder_without_force(tmp_path):
+    (tmp_path / "ref").mkdir()
+    (tmp_path / "ref" / "mine.txt").write_text("mine")
+    run = subprocess.run([sys.executable, "-m", "netquant", "reference", "--out", str(tmp_path / "ref"),
+                          "--command", "snakemake", "--results", str(tmp_path / "none")],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "exists" in run.stderr and "--force" in run.stderr
+    assert (tmp_path / "ref" / "mine.txt").read_text() == "mine"

@@ -8,7 +8,7 @@ Commands:
   compress --arch NAME [--weights FILE] (--images DIR | --dataset NAME --data-root DIR) --method M
            (--bits B | --k K | --step S | --lam L) --out FILE.nqz
                               compress your own model (torchvision:<name> or package.module:callable)
-  reference --out reference/cpu --command "snakemake ..." [--results results] [--logs logs]
+  reference --out reference/cpu --command "snakemake ..." [--results results] [--logs logs] [--force]
                               keep a finished run's figures, tables and Table 1 files, with provenance
 """
 
@@ -93,6 +93,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _compress(args: argparse.Namespace) -> int:
     from netquant import compress
 
+    if Path(args.out).exists() and not args.force:
+        raise ValueError(f"{args.out} exists; give a new path, or --force to replace it")
     result = compress.compress_command(args)
     if args.json:
         print(json.dumps(result))
@@ -105,8 +107,8 @@ def _compress(args: argparse.Namespace) -> int:
 def _reference(args: argparse.Namespace) -> int:
     from netquant import reference
 
-    readme = reference.collect(args.results, args.out, command=args.command, logs=args.logs,
-                               run_folder=args.run_folder)
+    readme = reference.collect(args.results, args.out, command=args.run_command, logs=args.logs,
+                               run_folder=args.run_folder, replace=args.force)
     print(f"wrote {readme.parent}/ (see {readme})")
     return 0
 
@@ -156,15 +158,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--finetune-steps", type=int, default=200)
     p.add_argument("--lr", type=float, default=1e-3, help="fine-tuning learning rate of the shared values")
     p.add_argument("--out", required=True, metavar="FILE.nqz")
+    p.add_argument("--force", action="store_true", help="replace FILE.nqz if it exists")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_compress)
 
     p = commands.add_parser("reference", help="keep a finished run's results in a reference folder")
     p.add_argument("--out", required=True, help="the reference folder, e.g. reference/cpu (replaced)")
-    p.add_argument("--command", required=True, help="the command that made the run, for the README")
+    p.add_argument("--command", dest="run_command", required=True, help="the command that made the run, for the README")
     p.add_argument("--results", default="results")
     p.add_argument("--logs", default="logs")
     p.add_argument("--run-folder", default=".", help="the checkout the run used (for its commit)")
+    p.add_argument("--force", action="store_true", help="replace the reference folder if it exists")
     p.set_defaults(run=_reference)
     return parser
 

@@ -107,12 +107,15 @@ def _row_files(table1: pd.DataFrame, results: Path, out: Path) -> pd.DataFrame:
 
 
 def collect(results: str | os.PathLike, out: str | os.PathLike, *, command: str,
-            logs: str | os.PathLike = "logs", run_folder: str | os.PathLike = ".") -> Path:
+            logs: str | os.PathLike = "logs", run_folder: str | os.PathLike = ".", replace: bool = False) -> Path:
     """Copy a finished run (``results``, ``logs``) into the reference folder ``out`` and write its README.
 
-    ``command``: the command that produced the run, quoted in the README. Returns the README's path.
+    ``command``: the command that produced the run, quoted in the README. An existing ``out`` is replaced
+    only with ``replace``. Returns the README's path.
     """
     results, out, logs, run_folder = Path(results), Path(out), Path(logs), Path(run_folder)
+    if out.exists() and not replace:
+        raise FileExistsError(f"{out} exists; give another folder, or --force to replace it")
     tables = results / "tables"
     if not (tables / "table1.csv").exists():
         raise FileNotFoundError(f"{tables / 'table1.csv'} not found: finish the run (snakemake table1) first")
