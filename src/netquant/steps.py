@@ -348,8 +348,9 @@ def measure_point(curve: Curve, value: float, out_dir: str, *, seeds: list[int],
                for name in ("ans", "runlength")},
             **({} if generator is not None or not finetuned else {"seed": seed}),
         })
+        label = (" +ft" if finetuned else "") + (f" seed {seed}" if generator is None and finetuned else "")
         log.info("%s %s/%s %s%s: %.2f%%, %.3f bits (Huffman), ratio %.2f", curve.arch, curve.method,
-                 curve.importance_name, point, suffix, result["accuracy"], bits["huffman"], m["ratio_file"])
+                 curve.importance_name, point, label, result["accuracy"], bits["huffman"], m["ratio_file"])
     return rows
 
 

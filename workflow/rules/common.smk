@@ -143,10 +143,9 @@ def search_tables():
         settings = config[net].get("search") or config["search"]
         if settings["max_probes"] == 0:
             continue
-        for table in curve_tables("table1", net):
+        for curve in config["figures"]["table1"][net]:
             for floor in settings["floors"]:
-                stem = table.replace("/sweep/all/", "/search/").removesuffix("/points.csv")
-                tables.append(f"{stem}/{floor}/points.csv")
+                tables.append(f"results/{net}/pruned/search/{curve}/{floor}/points.csv")
     return tables
 
 

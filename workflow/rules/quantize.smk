@@ -68,7 +68,19 @@ rule search:
         importance=lambda wildcards: importance_input(wildcards, variant="pruned"),
     output:
         table="results/{net}/pruned/search/{method}/{importance}/{floor}/points.csv",
-        files=directory("results/{net}/pruned/search/{method}/{importance}/{floor}/files"),
+        files=directory(
+            "results/{net}/pruned/search/{method}/{importance}/{floor}/files"
+        ),
+    log:
+        "logs/search/{net}-{method}-{importance}-{floor}.log",
+    benchmark:
+        "logs/benchmarks/search/{net}-{method}-{importance}-{floor}.tsv"
+    conda:
+        "../envs/netquant.yaml"
+    threads: THREADS
+    resources:
+        mem_mb=8000,
+        runtime=480,
     params:
         finetune=network_section("finetune"),
         quantize=quantize_section,
@@ -77,15 +89,5 @@ rule search:
         source=data_source,
         seed=SEED,
         device=DEVICE,
-    log:
-        "logs/search/{net}-{method}-{importance}-{floor}.log",
-    benchmark:
-        "logs/benchmarks/search/{net}-{method}-{importance}-{floor}.tsv"
-    threads: THREADS
-    resources:
-        mem_mb=8000,
-        runtime=480,
-    conda:
-        "../envs/netquant.yaml"
     script:
         "../scripts/search.py"
