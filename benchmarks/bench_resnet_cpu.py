@@ -69,13 +69,10 @@ def finetune_before(model, qmodel, batches) -> None:
         optimizer.step()
 
 
-def median_seconds(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def seconds(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -123,8 +120,8 @@ def main() -> None:
         before(), now()  # warm-up: first-call allocations and oneDNN kernel choice
         t_before, t_now = [], []
         for _ in range(args.repeat):  # alternate, so background load hits both sides alike
-            t_before.append(median_seconds(before, 1))
-            t_now.append(median_seconds(now, 1))
+            t_before.append(seconds(before))
+            t_now.append(seconds(now))
         rate_before, rate_now = images / statistics.median(t_before), images / statistics.median(t_now)
         results[name] = {"before": rate_before, "now": rate_now, "ratio": rate_now / rate_before}
         print(f"{name:<18}{rate_before:>10.1f}{rate_now:>10.1f}{rate_now / rate_before:>7.2f}x")

@@ -205,22 +205,18 @@ def quantize(model: nn.Module, importance: dict[str, torch.Tensor] | None = None
     names = quantized_names(model, include)
     masks = pruning_masks(model, names) if pruned == "zeros" else {}
     state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
-    rate = {"k": k, "step": step, "lam": lam}
+    rate = {key: value for key, value in {"k": k, "step": step, "lam": lam}.items() if value is not None}
     if bits is not None:
-        if any(v is not None for v in rate.values()):
+        if rate:
             raise ValueError("give either bits or the method's own rate (k, step or lam), not both")
-        w = torch.cat([state[n].flatten()[masks[n].flatten()] if n in masks else state[n].flatten() for n in names])
-        h = None if importance is None else torch.cat(
-            [importance[n].flatten()[masks[n].flatten()] if n in masks else importance[n].flatten() for n in names])
-        value = quantizers.rate_grid(method, w.double().numpy(), None if h is None else h.double().numpy(),
-                                     bits_min=bits, bits_max=bits, points=1)[0]
+        h = None if importance is None else quantizers.kept_values(importance, names, masks)
+        value = quantizers.rate_grid(method, quantizers.kept_values(state, names, masks), h, bits_min=bits,
+                                     bits_max=bits, points=1)[0]
         rate = {quantizers.rate_parameter(method): value.item()}
-    rate = {key: value for key, value in rate.items() if value is not None}
-    if method == "ecsq" and "k" not in rate and "ecsq_k" in options:
-        rate["k"] = options.pop("ecsq_k")
+    options = {**quantizers.method_options(method, options), **rate}  # ECSQ's k: ``ecsq_k`` unless given
     qmodel = quantizers.quantize_model(state, param_names=names, masks=masks, importance=importance, method=method,
                                        scope=scope, parameters=[n for n, _ in model.named_parameters()], seed=seed,
-                                       **rate, **options)
+                                       **options)
     qmodel.network = dict(network or {})
     return qmodel
 

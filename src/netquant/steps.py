@@ -221,17 +221,6 @@ def compute_importance(arch: str, cfg: dict, name: str, *, model_path: str, sour
     return summary
 
 
-def quantized_names(model: torch.nn.Module, which: str) -> list[str]:
-    """Parameters to quantize: "all" (every parameter, as the paper counts N) or "weights" (conv/fc)."""
-    return [n for n, _ in model.named_parameters()] if which == "all" else prune.prunable_names(model, "weights")
-
-
-def _kept(tensors: dict[str, torch.Tensor], names: list[str], masks: dict[str, torch.Tensor]):
-    """The unpruned entries of ``names``, concatenated (numpy)."""
-    return torch.cat([tensors[n].flatten()[masks[n].flatten()] if n in masks else tensors[n].flatten()
-                      for n in names]).numpy()
-
-
 def write_point(stem: str, qmodel, coding_cfg: dict, *, variants: bool) -> tuple[Any, dict, dict]:
     """Write one sweep point as ``<stem>.nqz`` with the config's codes and, with ``variants``, the same
     network as ``<stem>-ans.nqz`` (ANS-coded labels) and ``<stem>-runlength.nqz`` (mask-ANS positions).
@@ -283,11 +272,11 @@ class Curve:
 def open_curve(arch: str, finetune: dict, *, method: str, importance_name: str, scope: str, quantize_cfg: dict,
                coding_cfg: dict, model_path: str, importance_path: str | None, source: dict, device: str,
                workers: int = 0) -> Curve:
-    from netquant import quantize
+    from netquant import compress, quantize
 
     data_source = source_for(source, workers)
     model, ckpt = load_network(arch, model_path, data_source)
-    names = quantized_names(model, quantize_cfg["params"])
+    names = compress.quantized_names(model, quantize_cfg["params"])
     h = torch.load(importance_path, map_location="cpu", weights_only=True) if importance_path else None
     return Curve(arch, method, importance_name, scope, source, data_source, model, ckpt.meta.get("stage", ""),
                  {k: v.detach().clone() for k, v in model.state_dict().items()}, names,
@@ -376,8 +365,8 @@ def sweep_curve(arch: str, finetune: dict, *, method: str, importance_name: str,
     curve = open_curve(arch, finetune, method=method, importance_name=importance_name, scope=scope,
                        quantize_cfg=quantize_cfg, coding_cfg=coding_cfg, model_path=model_path,
                        importance_path=importance_path, source=source, device=device, workers=workers)
-    h = None if curve.importance is None else _kept(curve.importance, curve.names, curve.masks)
-    grid = quantize.rate_grid(method, _kept(curve.state, curve.names, curve.masks), h,
+    h = None if curve.importance is None else quantize.kept_values(curve.importance, curve.names, curve.masks)
+    grid = quantize.rate_grid(method, quantize.kept_values(curve.state, curve.names, curve.masks), h,
                               zero_center=curve.options.get("zero_center", True), **quantize_cfg["rates"])
     g = torch.Generator().manual_seed(seed)  # fine-tuning batches, drawn in turn by the points of the grid
     _fresh_folder(out_dir)

@@ -362,7 +362,6 @@ class Encoding:
 def encode(qmodel: QuantizedModel, *, label_code: str = "huffman", index_code: str = "deep-compression",
            index_bound: int = DEFAULT_INDEX_BOUND) -> bytes:
     """The .nqz bytes of ``qmodel`` (see the module docstring for the layout)."""
-    _check_options(label_code, index_code, index_bound)
     return Encoding(qmodel, index_bound).file(label_code, index_code)
 
 

@@ -20,10 +20,10 @@ The choices the paper leaves open (initialisation, iteration limits, rate grids,
 centre, ...) are options of :func:`quantize`, exposed as config keys and listed in config/README.md.
 """
 
-from netquant.quantize.model import quantize_model
+from netquant.quantize.model import kept_values, quantize_model
 from netquant.quantize.rates import rate_grid, rate_parameter
 from netquant.quantize.result import QuantizationResult
 from netquant.quantize.vector import method_options, quantize
 from netquant.vocabulary import METHODS
 
-__all__ = ["METHODS", "QuantizationResult", "method_options", "quantize", "quantize_model", "rate_grid", "rate_parameter"]
+__all__ = ["METHODS", "QuantizationResult", "kept_values", "method_options", "quantize", "quantize_model", "rate_grid", "rate_parameter"]

@@ -118,3 +118,11 @@ def quantize_model(
     passthrough = {name: np.array(arrays[name], copy=True) for name in arrays if name not in tensors}
     model = QuantizedModel(codebooks, tensors, passthrough, list(state_dict.keys()), list(parameters))
     return (model, results) if return_results else model
+
+
+def kept_values(tensors: Mapping[str, torch.Tensor], names: Sequence[str],
+                masks: Mapping[str, torch.Tensor]) -> np.ndarray:
+    """The unpruned entries of ``names`` (``masks``: True = kept), concatenated in order, as float64: the
+    vector the quantizers see with all layers together (e.g. for :func:`netquant.quantize.rate_grid`)."""
+    return torch.cat([tensors[n].detach().flatten()[masks[n].flatten()] if n in masks
+                      else tensors[n].detach().flatten() for n in names]).double().numpy()
