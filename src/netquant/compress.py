@@ -85,9 +85,14 @@ def load_model(path: str | os.PathLike, model: nn.Module | None = None) -> tuple
     """The network decoded from the file ``path``: ``model`` (any nn.Module of the right architecture) with
     the decoded values loaded, or, without ``model``, one built from the file's network description."""
     qmodel = container.read(path)
+    return load_decoded(qmodel, model), qmodel
+
+
+def load_decoded(qmodel: QuantizedModel, model: nn.Module | None = None) -> nn.Module:
+    """A decoded file's network: its values loaded into ``model`` or into one built from its description."""
     model = build_from_description(qmodel.network) if model is None else model
     model.load_state_dict(qmodel.state_dict())
-    return model, qmodel
+    return model
 
 
 def test_source(network: dict[str, Any], *, data_root: str | os.PathLike | None = None,
@@ -190,20 +195,26 @@ def importance(model: nn.Module, loader, *, kind: str = "hessian", samples: int 
 
 def quantize(model: nn.Module, importance: dict[str, torch.Tensor] | None = None, *, method: str,
              bits: float | None = None, k: int | None = None, step: float | None = None, lam: float | None = None,
-             scope: str = "all", include: str = "weights", pruned: str = "zeros", seed: int = 0,
-             network: dict[str, Any] | None = None, **options) -> QuantizedModel:
+             scope: str = "all", include: str = "weights", pruned: str = "zeros",
+             masks: dict[str, torch.Tensor] | None = None, seed: int = 0, network: dict[str, Any] | None = None,
+             return_results: bool = False, **options):
     """Quantize ``model``'s parameters (``include``) with ``method`` at one rate: ``bits`` (the average
     codeword length the method aims at, as in the paper's figures), or the method's own ``k``, ``step`` or
     ``lam``. ``scope``: "all" (one codebook for all layers, the paper) or "layer". ``pruned``: "zeros"
-    (see the module docstring) or "none". ``network``: a description stored in the file. ``options``: see
-    :func:`netquant.quantize.quantize`.
+    (see the module docstring) or "none"; ``masks`` (name -> bool tensor, True = kept, e.g. a pruning
+    checkpoint's) gives the pruned positions instead. ``network``: a description stored in the file.
+    ``options``: see :func:`netquant.quantize.quantize` (a config's ``quantize.options`` as they are:
+    ``ecsq_k`` is ECSQ's initial k, ``bins`` the DP solvers' grid). With ``return_results``, also the
+    :class:`netquant.quantize.QuantizationResult` of each codebook.
     """
     from netquant import quantize as quantizers
 
     if pruned not in ("zeros", "none"):
         raise ValueError(f"pruned must be 'zeros' or 'none', got {pruned!r}")
     names = quantized_names(model, include)
-    masks = pruning_masks(model, names) if pruned == "zeros" else {}
+    if masks is None:
+        masks = pruning_masks(model, names) if pruned == "zeros" else {}
+    masks = {name: mask for name, mask in masks.items() if name in names}
     state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
     rate = {key: value for key, value in {"k": k, "step": step, "lam": lam}.items() if value is not None}
     if bits is not None:
@@ -211,14 +222,16 @@ def quantize(model: nn.Module, importance: dict[str, torch.Tensor] | None = None
             raise ValueError("give either bits or the method's own rate (k, step or lam), not both")
         h = None if importance is None else quantizers.kept_values(importance, names, masks)
         value = quantizers.rate_grid(method, quantizers.kept_values(state, names, masks), h, bits_min=bits,
-                                     bits_max=bits, points=1)[0]
+                                     bits_max=bits, points=1, zero_center=options.get("zero_center", True))[0]
         rate = {quantizers.rate_parameter(method): value.item()}
     options = {**quantizers.method_options(method, options), **rate}  # ECSQ's k: ``ecsq_k`` unless given
-    qmodel = quantizers.quantize_model(state, param_names=names, masks=masks, importance=importance, method=method,
-                                       scope=scope, parameters=[n for n, _ in model.named_parameters()], seed=seed,
-                                       **options)
+    quantized = quantizers.quantize_model(state, param_names=names, masks=masks, importance=importance,
+                                          method=method, scope=scope,
+                                          parameters=[n for n, _ in model.named_parameters()], seed=seed,
+                                          return_results=return_results, **options)
+    qmodel = quantized[0] if return_results else quantized
     qmodel.network = dict(network or {})
-    return qmodel
+    return quantized
 
 
 def finetune(model: nn.Module, qmodel: QuantizedModel, loader, *, steps: int, lr: float, momentum: float = 0.9,
@@ -235,9 +248,19 @@ def finetune(model: nn.Module, qmodel: QuantizedModel, loader, *, steps: int, lr
 
 
 def save(qmodel: QuantizedModel, path: str | os.PathLike, *, label_code: str = "huffman",
-         index_code: str = "deep-compression") -> dict[str, Any]:
+         index_code: str = "deep-compression", index_bound: int = container.DEFAULT_INDEX_BOUND) -> dict[str, Any]:
     """Write the compressed file; returns its metrics (``ratio_file`` = 32 N / bits of the file)."""
-    return container.save(path, qmodel, label_code=label_code, index_code=index_code)
+    return write(qmodel, path, label_code=label_code, index_code=index_code, index_bound=index_bound)[1]
+
+
+def write(qmodel: QuantizedModel, path: str | os.PathLike, *, label_code: str = "huffman",
+          index_code: str = "deep-compression", index_bound: int = container.DEFAULT_INDEX_BOUND,
+          encoding: container.Encoding | None = None) -> tuple[QuantizedModel, dict[str, Any]]:
+    """:func:`save`, also returning what the file decodes to (it is decoded once, and checked bit-exact,
+    before its bytes are written). ``encoding``: one :class:`netquant.container.Encoding` of ``qmodel``
+    shared by several files of it in different codes, so that each stream is computed once."""
+    return container.write(path, qmodel, label_code=label_code, index_code=index_code, index_bound=index_bound,
+                           encoding=encoding)
 
 
 def load(path: str | os.PathLike, model: nn.Module | None = None) -> nn.Module:

@@ -25,11 +25,15 @@ from netquant.io import atomic_path, write_json, write_text
 log = logging.getLogger("netquant")
 
 
-def setup(threads: int, seed: int, log_file: str | None = None) -> None:
-    """One torch thread per Snakemake thread; seeded; log lines (and an uncaught error) to ``log_file``."""
+def setup(threads: int, seed: int, log_file: str | None = None) -> int:
+    """One torch thread per Snakemake thread; seeded; log lines (and an uncaught error) to ``log_file``.
+
+    Returns the number of data-loading worker processes the job may use: its threads beyond the first.
+    """
     torch.set_num_threads(max(1, int(threads)))
     torch.manual_seed(seed)
     logs.setup(log_file)
+    return max(0, int(threads) - 1)
 
 
 def write_csv(path: str | os.PathLike, rows: list[dict]) -> None:
@@ -57,7 +61,9 @@ def build_model(arch: str, data_source, pretrained: str | None = None) -> torch.
 
 def test_metrics(model: torch.nn.Module, source, device: str) -> dict:
     """Test loss and accuracy (%), and top-5 where the data source reports it (ImageNet)."""
-    return train.evaluate(model, source.test_batches(), device=device, topk=source.topk)
+    from netquant import compress
+
+    return compress.evaluate(model, source.test_batches(), device=device, topk=source.topk)
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -229,21 +235,22 @@ def write_point(stem: str, qmodel, coding_cfg: dict, *, variants: bool) -> tuple
     checked before being written. Returns (what the main file decodes to, its metrics,
     {variant: (path, metrics)}); each variant decodes bit-exactly to the same network.
     """
-    from netquant import container
+    from netquant import compress, container
 
     encoding = container.Encoding(qmodel, coding_cfg["index_bound"])
-    decoded, metrics = container.write(f"{stem}.nqz", qmodel, encoding=encoding, **coding_cfg)
+    decoded, metrics = compress.write(qmodel, f"{stem}.nqz", encoding=encoding, **coding_cfg)
     written = {}
     if variants:
         for name, code in (("ans", {"label_code": "ans"}), ("runlength", {"index_code": "mask-ans"})):
             path = f"{stem}-{name}.nqz"
-            written[name] = (path, container.write(path, qmodel, encoding=encoding, **{**coding_cfg, **code})[1])
+            written[name] = (path, compress.write(qmodel, path, encoding=encoding, **{**coding_cfg, **code})[1])
     return decoded, metrics, written
 
 
 @dataclass
 class Curve:
-    """What every point of one curve shares: the model, its masks and importance, the data, the options."""
+    """What every point of one curve shares: the model, its masks and importance, the data, the options
+    (the config's ``quantize.options``, mapped to each method by :func:`netquant.compress.quantize`)."""
 
     arch: str
     method: str
@@ -253,7 +260,7 @@ class Curve:
     data_source: Any
     model: torch.nn.Module
     stage: str
-    state: dict
+    include: str
     names: list[str]
     masks: dict
     importance: dict | None
@@ -272,54 +279,52 @@ class Curve:
 def open_curve(arch: str, finetune: dict, *, method: str, importance_name: str, scope: str, quantize_cfg: dict,
                coding_cfg: dict, model_path: str, importance_path: str | None, source: dict, device: str,
                workers: int = 0) -> Curve:
-    from netquant import compress, quantize
+    from netquant import compress
 
     data_source = source_for(source, workers)
     model, ckpt = load_network(arch, model_path, data_source)
     names = compress.quantized_names(model, quantize_cfg["params"])
     h = torch.load(importance_path, map_location="cpu", weights_only=True) if importance_path else None
     return Curve(arch, method, importance_name, scope, source, data_source, model, ckpt.meta.get("stage", ""),
-                 {k: v.detach().clone() for k, v in model.state_dict().items()}, names,
-                 {k: v for k, v in ckpt.masks.items() if k in names}, h,
-                 quantize.method_options(method, quantize_cfg["options"]), finetune, coding_cfg,
-                 train.resolve_device(device))
+                 quantize_cfg["params"], names, {k: v for k, v in ckpt.masks.items() if k in names}, h,
+                 dict(quantize_cfg["options"]), finetune, coding_cfg, train.resolve_device(device))
 
 
 def measure_point(curve: Curve, value: float, out_dir: str, *, seeds: list[int], generator=None,
                   keep_unfinetuned: bool = True) -> list[dict]:
     """Quantize at one rate value, fine-tune once per seed (a generator drawn in turn when given, as the
     sweep does), write each result (and the quantized model before fine-tuning) as files, and evaluate
-    what each file decodes to. One row per file written as the main file."""
-    from netquant import compress, quantize
-    from netquant.finetune import finetune_codebooks
+    what each file decodes to. One row per file written as the main file. The steps are those of the
+    public API (:mod:`netquant.compress`)."""
+    from netquant import compress
 
     start = time.perf_counter()
-    qmodel, results = quantize.quantize_model(
-        curve.state, param_names=curve.names, masks=curve.masks, importance=curve.importance, method=curve.method,
-        scope=curve.scope, parameters=[n for n, _ in curve.model.named_parameters()], return_results=True,
-        seed=seeds[0], **{curve.rate_name: value}, **curve.options)
+    qmodel, results = compress.quantize(
+        curve.model, curve.importance, method=curve.method, scope=curve.scope, include=curve.include,
+        masks=curve.masks, seed=seeds[0], return_results=True,
+        network=compress.describe(curve.arch, curve.source["dataset"], curve.data_source),
+        **{curve.rate_name: value}, **curve.options)
     quantize_seconds = time.perf_counter() - start
-    qmodel.network = compress.describe(curve.arch, curve.source["dataset"], curve.data_source)
     distortion = (sum(r.weighted_distortion * len(r.labels) for r in results)
                   / max(1, sum(len(r.labels) for r in results)))
     point = f"{curve.rate_name}={value:.6g}"
     versions = [(None, False, qmodel, 0.0)] if keep_unfinetuned else []
     for seed in seeds:
         g = generator if generator is not None else torch.Generator().manual_seed(seed)
-        tuned, history = finetune_codebooks(
-            build_model(curve.arch, curve.data_source), qmodel,
+        start = time.perf_counter()
+        tuned = compress.finetune(
+            curve.model, qmodel,
             lambda g=g: curve.data_source.train_epoch(curve.finetune["batch_size"], g, augment="none"),
             device=curve.device, **{k: v for k, v in curve.finetune.items() if k != "batch_size"})
-        versions.append((seed, True, tuned, history.seconds))
+        versions.append((seed, True, tuned, time.perf_counter() - start))
     rows = []
     for seed, finetuned, qm, finetune_seconds in versions:
         suffix = ("-ft" if finetuned else "") + (f"-seed{seed}" if generator is None and finetuned else "")
         stem = os.path.join(out_dir, f"{point}{suffix}")
         # Table 1's rows are the pruned, fine-tuned points: those are written in every code it reports
         decoded, m, variants = write_point(stem, qm, curve.coding, variants=finetuned and bool(curve.masks))
-        evaluated = build_model(curve.arch, curve.data_source)
-        evaluated.load_state_dict(decoded.state_dict())
-        result = test_metrics(evaluated, curve.data_source, curve.device)
+        result = test_metrics(compress.load_decoded(decoded, build_model(curve.arch, curve.data_source)),
+                              curve.data_source, curve.device)
         bits = m["bits_per_weight"]
         rows.append({
             "network": curve.arch, "variant": curve.stage, "scope": curve.scope, "method": curve.method,
@@ -366,7 +371,7 @@ def sweep_curve(arch: str, finetune: dict, *, method: str, importance_name: str,
                        quantize_cfg=quantize_cfg, coding_cfg=coding_cfg, model_path=model_path,
                        importance_path=importance_path, source=source, device=device, workers=workers)
     h = None if curve.importance is None else quantize.kept_values(curve.importance, curve.names, curve.masks)
-    grid = quantize.rate_grid(method, quantize.kept_values(curve.state, curve.names, curve.masks), h,
+    grid = quantize.rate_grid(method, quantize.kept_values(curve.model.state_dict(), curve.names, curve.masks), h,
                               zero_center=curve.options.get("zero_center", True), **quantize_cfg["rates"])
     g = torch.Generator().manual_seed(seed)  # fine-tuning batches, drawn in turn by the points of the grid
     _fresh_folder(out_dir)
