@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import subprocess
@@ -81,3 +82,38 @@ def test_cli_compress_a_torchvision_model(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout)
     assert result["ratio"] == container.metrics(tmp_path / "r18.nqz")["ratio_file"] and 0 <= result["accuracy"] <= 100
+
+
+def _separable_task(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(512, 16, generator=g)
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).long()
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 2))
+    torch.manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    for _ in range(150):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    batches = [(x[i:i + 128], y[i:i + 128]) for i in range(0, 512, 128)]
+    return model.eval(), batches
+
+
+@pytest.mark.parametrize("method", ["kmeans", "uniform"])
+def test_largest_ratio_at_a_floor(tmp_path, method):
+    model, batches = _separable_task()
+    full = compress.evaluate(model, batches)["accuracy"]
+    floor = full - 3.0
+    found = compress.largest_ratio(model, None, batches, batches, method=method, floor=floor, folder=tmp_path,
+                                   bits=(1, 2, 3, 4), max_probes=3, finetune_steps=0)
+    probes = found["probes"]
+    assert 4 < len(probes) <= 4 + 3  # the grid, then at least one refining probe
+    for p in probes:  # every probe is a real file, measured and evaluated as decoded
+        assert container.metrics(p["file"])["ratio_file"] == p["ratio"]
+        decoded = compress.load(p["file"], copy.deepcopy(model))
+        assert compress.evaluate(decoded, batches)["accuracy"] == p["accuracy"]
+    meeting = [p for p in probes if p["accuracy"] >= floor]
+    assert found["best"]["accuracy"] >= floor
+    assert found["best"]["ratio"] == max(p["ratio"] for p in meeting)
+    assert compress.largest_ratio(model, None, batches, batches, method=method, floor=101.0,
+                                  folder=tmp_path / "none", bits=(2,), max_probes=2, finetune_steps=0)["best"] is None

@@ -155,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, default=1000, help="samples of the Hessian")
     p.add_argument("--scope", default="all", choices=["all", "layer"])
     p.add_argument("--include", default="weights", choices=["weights", "weights+biases", "all"])
+    p.add_argument("--floor", type=float, help="instead of a rate: the largest ratio whose decoded file's test "
+                   "accuracy (%%) is at least this (the probes' files go to OUT's folder, OUT.probes/)")
+    p.add_argument("--max-probes", type=int, default=6, help="with --floor: probes after the 1-6 bit grid")
     p.add_argument("--finetune-steps", type=int, default=200)
     p.add_argument("--lr", type=float, default=1e-3, help="fine-tuning learning rate of the shared values")
     p.add_argument("--out", required=True, metavar="FILE.nqz")

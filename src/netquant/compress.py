@@ -7,6 +7,7 @@
     metrics = compress.save(q, "model.nqz")                                         # ratio from the file
     decoded = compress.load("model.nqz", model_like)                                # a runnable network
     compress.evaluate(decoded, test_loader)                                         # {"loss", "accuracy"}
+    compress.largest_ratio(model, h, train_loader, test_loader, method="uniform", floor=99.0, folder="out")
 
 Which parameters are quantized (``include``): ``"weights"`` (default: every parameter with two or more
 dimensions - convolutions, depthwise convolutions, linear layers, embeddings - all layers together, the
@@ -247,6 +248,52 @@ def finetune(model: nn.Module, qmodel: QuantizedModel, loader, *, steps: int, lr
     return tuned
 
 
+def largest_ratio(model: nn.Module, importance: dict[str, torch.Tensor] | None, train_loader, test_loader, *,
+                  method: str, floor: float, folder: str | os.PathLike, bits: Iterable[float] = (1, 2, 3, 4, 5, 6),
+                  max_probes: int = 6, finetune_steps: int = 200, lr: float = 1e-3, device: str = "auto",
+                  **quantize_options) -> dict[str, Any]:
+    """The largest compression ratio whose decoded, fine-tuned file has a test accuracy >= ``floor`` (%).
+
+    Each probe quantizes at one rate, fine-tunes the shared values, writes ``folder/<rate>=<value>.nqz`` and
+    evaluates what the file decodes to. The probes start at the rates of ``bits`` (average codeword
+    lengths); the search then bisects the method's rate parameter between the largest-ratio probe that
+    meets the floor and the next one that does not (:func:`netquant.search.search`), with at most
+    ``max_probes`` more probes. ``train_loader`` is iterated once per probe (give a callable returning a
+    fresh epoch to vary the batches). Returns {"best": the chosen probe (None if none meets the floor),
+    "probes": every probe}, each probe a dict with "rate", "accuracy", "ratio", "file".
+    """
+    import copy
+
+    from netquant import quantize as quantizers
+    from netquant import search
+
+    os.makedirs(folder, exist_ok=True)
+    names = quantized_names(model, quantize_options.get("include", "weights"))
+    masks = quantize_options.get("masks")
+    if masks is None:
+        masks = pruning_masks(model, names) if quantize_options.get("pruned", "zeros") == "zeros" else {}
+    rate_name = quantizers.rate_parameter(method)
+    kept = quantizers.kept_values(model.state_dict(), names, masks)
+    h = None if importance is None else quantizers.kept_values(importance, names, masks)
+    grid = sorted({quantizers.rate_grid(method, kept, h, bits_min=b, bits_max=b, points=1,
+                                        zero_center=quantize_options.get("zero_center", True))[0].item()
+                   for b in bits})
+
+    def measure(value: float) -> search.Probe:
+        q = quantize(model, importance, method=method, **{rate_name: value}, **quantize_options)
+        if finetune_steps:
+            q = finetune(model, q, train_loader, steps=finetune_steps, lr=lr, device=device)
+        path = os.path.join(folder, f"{rate_name}={value:.6g}.nqz")
+        decoded, m = write(q, path)
+        accuracy = evaluate(load_decoded(decoded, copy.deepcopy(model)), test_loader, device=device)["accuracy"]
+        return search.Probe(value, [accuracy], m["ratio_file"], {"file": path})
+
+    coarse = [measure(value) for value in grid]
+    chosen, made = search.search(measure, coarse, floor, max_probes=max_probes, integer=rate_name == "k")
+    as_dict = lambda p: {"rate": p.rate, "accuracy": p.accuracy, "ratio": p.ratio, **p.info}  # noqa: E731
+    return {"best": as_dict(chosen) if chosen else None, "probes": [as_dict(p) for p in coarse + made]}
+
+
 def save(qmodel: QuantizedModel, path: str | os.PathLike, *, label_code: str = "huffman",
          index_code: str = "deep-compression", index_bound: int = container.DEFAULT_INDEX_BOUND) -> dict[str, Any]:
     """Write the compressed file; returns its metrics (``ratio_file`` = 32 N / bits of the file)."""
@@ -317,10 +364,24 @@ def compress_command(args) -> dict[str, Any]:
     h = importance(model, batches, kind=args.importance, samples=args.samples)
     rate = {key: getattr(args, key) for key in ("bits", "k", "step", "lam") if getattr(args, key) is not None}
     network = {"arch": args.arch, "num_classes": args.num_classes}
-    q = quantize(model, h, method=args.method, scope=args.scope, include=args.include, network=network, **rate)
-    if args.finetune_steps:
-        q = finetune(model, q, train_loader, steps=args.finetune_steps, lr=args.lr)
+    searched = {}
+    if args.floor is not None:
+        if rate:
+            raise ValueError("give either --floor (search for the largest ratio) or a rate (--bits, --k, ...)")
+        found = largest_ratio(model, h, train_loader, test_loader, method=args.method, floor=args.floor,
+                              folder=f"{args.out}.probes", max_probes=args.max_probes,
+                              finetune_steps=args.finetune_steps, lr=args.lr, scope=args.scope,
+                              include=args.include, network=network)
+        if found["best"] is None:
+            raise ValueError(f"no probe reaches {args.floor}% (best {max(p['accuracy'] for p in found['probes']):.2f}%,"
+                             f" files in {args.out}.probes/): lower --floor or fine-tune longer (--finetune-steps)")
+        q = container.read(found["best"]["file"])
+        searched = {"probes": found["probes"]}
+    else:
+        q = quantize(model, h, method=args.method, scope=args.scope, include=args.include, network=network, **rate)
+        if args.finetune_steps:
+            q = finetune(model, q, train_loader, steps=args.finetune_steps, lr=args.lr)
     m = save(q, args.out)
     result = evaluate(load(args.out, model), test_loader)
     return {"file": str(args.out), "ratio": m["ratio_file"], "file_bytes": m["file_bytes"],
-            "n_params": m["n_params"], "bits_per_weight": m["bits_per_weight"]["in_file"], **result}
+            "n_params": m["n_params"], "bits_per_weight": m["bits_per_weight"]["in_file"], **result, **searched}
