@@ -117,3 +117,24 @@ def test_largest_ratio_at_a_floor(tmp_path, method):
     assert found["best"]["ratio"] == max(p["ratio"] for p in meeting)
     assert compress.largest_ratio(model, None, batches, batches, method=method, floor=101.0,
                                   folder=tmp_path / "none", bits=(2,), max_probes=2, finetune_steps=0)["best"] is None
+
+
+def test_cli_compress_at_a_floor(tmp_path):
+    from torchvision.utils import save_image
+
+    for split in ("train", "val"):
+        for c in range(2):
+            folder = tmp_path / "images" / split / f"class{c}"
+            folder.mkdir(parents=True)
+            for i in range(2):
+                save_image(torch.full((3, 32, 32), 0.2 * c + 0.1 * i), folder / f"{i}.png")
+    out = subprocess.run(
+        [sys.executable, "-m", "netquant", "compress", "--arch", "torchvision:shufflenet_v2_x0_5",
+         "--num-classes", "2", "--images", str(tmp_path / "images"), "--image-size", "32", "--method", "kmeans", "--floor", "0",
+         "--max-probes", "1", "--importance", "none", "--finetune-steps", "0", "--out", str(tmp_path / "r.nqz"),
+         "--json"], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout)
+    # every probe meets a 0% floor, so the file kept is the probe of largest ratio
+    assert result["ratio"] == pytest.approx(max(p["ratio"] for p in result["probes"]), rel=1e-6)
+    assert len(result["probes"]) == 6 == len(list((tmp_path / "r.nqz.probes").glob("k=*.nqz")))
