@@ -248,6 +248,74 @@ def test_mask_ans_reaches_the_mask_entropy_and_beats_deep_compression():
     assert ans_bits < dc_bits
 
 
+@st.composite
+def shaped_mask_sets(draw):
+    """Masks with row and column structure: output units and inputs of different densities."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    shapes = draw(st.lists(st.sampled_from([(7,), (1, 9), (5, 3, 2, 2), (40, 30), (3, 1), (64, 16)]),
+                           min_size=1, max_size=4))
+    masks = []
+    for shape in shapes:
+        rows, cols = coding.mask_rows(shape)
+        kind = draw(st.sampled_from(["empty", "full", "random", "structured"]))
+        if kind in ("empty", "full"):
+            masks.append(np.full(rows * cols, kind == "full"))
+            continue
+        p = rng.random((rows, cols)) if kind == "random" else np.outer(rng.random(rows), rng.random(cols))
+        masks.append((rng.random((rows, cols)) < p).reshape(-1))
+    return shapes, masks
+
+
+@settings(max_examples=80, deadline=None)
+@given(shaped_mask_sets())
+def test_mask_context_round_trip(case):
+    shapes, masks = case
+    kept = [int(m.sum()) for m in masks]
+    use = coding.mask_context_choice(masks, shapes)
+    for context in (use, [True] * len(masks)):  # as chosen, and the context model everywhere
+        data = coding.mask_context_encode(masks, shapes, context)
+        counts = [c if u else None for c, u in zip(coding.mask_context_row_counts(masks, shapes), context)]
+        for got, want in zip(coding.mask_context_decode(data, shapes, kept, counts), masks):
+            np.testing.assert_array_equal(got, want)
+
+
+def test_mask_context_uses_the_structure_of_pruned_layers():
+    """Units that lost most of their inputs, inputs removed in most units: the context model costs well
+    under the per-tensor entropy that mask-ans reaches; on masks without structure it is close to it."""
+    rng = np.random.default_rng(0)
+    rows, cols = 500, 800
+    structured = rng.random((rows, cols)) < np.outer(rng.beta(0.5, 3, rows), rng.beta(0.5, 1, cols)) * 1.5
+    plain = rng.random((rows, cols)) < structured.mean()
+    for mask, chosen, at_most in ((structured, True, 0.8), (plain, False, 1.001)):
+        masks, shapes = [mask.reshape(-1)], [(rows, cols)]
+        assert coding.mask_context_choice(masks, shapes) == [chosen]
+        table_bits = 8 * sum(max(1, (int(c).bit_length() + 6) // 7) for c in mask.sum(axis=1)) if chosen else 0
+        bits = 8 * len(coding.mask_context_encode(masks, shapes, [chosen])) + table_bits
+        assert bits <= at_most * coding.mask_entropy_bits([mask.size], [int(mask.sum())]) + 64
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 40), st.lists(st.integers(0, 3000), min_size=1, max_size=6))
+def test_ans_layer_round_trip(seed, k, sizes):
+    rng = np.random.default_rng(seed)
+    parts = [rng.integers(0, rng.integers(1, k + 1), size=n).astype(np.int32) for n in sizes]
+    shared, own = coding.layer_label_models(parts, k)
+    data = coding.ans_layers_encode(parts, shared, own)
+    np.testing.assert_array_equal(coding.ans_layers_decode(data, sizes, shared, own), np.concatenate(parts))
+
+
+def test_ans_layer_pays_only_where_a_layer_differs():
+    rng = np.random.default_rng(0)
+    wide = rng.integers(0, 16, 50_000).astype(np.int32)       # labels of a layer of large weights
+    narrow = rng.integers(6, 10, 50_000).astype(np.int32)     # one of small weights
+    alike = rng.integers(0, 16, 300).astype(np.int32)         # a small layer like the first
+    shared, own = coding.layer_label_models([wide, narrow, alike], 16)
+    assert own[1] is not None and own[2] is None
+    layered = 8 * len(coding.ans_layers_encode([wide, narrow, alike], shared, own))
+    single = 8 * len(coding.ans_encode(np.concatenate([wide, narrow, alike]), shared))
+    assert layered < 0.85 * single
+
+
 def test_dc_masks_rejects_inconsistent_streams():
     symbols = coding.dc_gap_symbols(np.array([1, 0, 1, 1], dtype=bool), 4)
     with pytest.raises(coding.CodingError, match="kept positions"):

@@ -86,8 +86,8 @@ def assert_state_dicts_identical(got: dict, want: dict) -> None:
         assert a.tobytes() == b.tobytes(), name  # bit-exact, -0.0 and NaN included
 
 
-@pytest.mark.parametrize("label_code", ["huffman", "fixed", "ans"])
-@pytest.mark.parametrize("index_code", ["deep-compression", "mask-ans"])
+@pytest.mark.parametrize("label_code", ["huffman", "fixed", "ans", "ans-layer"])
+@pytest.mark.parametrize("index_code", ["deep-compression", "mask-ans", "mask-context"])
 def test_lenet_round_trip(tmp_path, lenet, label_code, index_code):
     path = tmp_path / "m.nqz"
     m = container.save(path, lenet, label_code=label_code, index_code=index_code)
@@ -114,7 +114,7 @@ def test_lenet_round_trip(tmp_path, lenet, label_code, index_code):
     assert bpw["fixed"] == 5.0  # k = 32
     assert bpw["entropy"] <= bpw["ans"] <= bpw["entropy"] * 1.01 + 0.01
     assert bpw["entropy"] <= bpw["huffman"] < bpw["entropy"] + 1
-    assert bpw["in_file"] == bpw[label_code]
+    assert bpw["in_file"] == bpw[label_code.replace("-", "_")]
     idx = m["index_bits_per_kept"]
     assert idx["entropy"] <= idx["mask-ans"] < idx["deep-compression"]
     assert 4.0 < idx["deep-compression"] < 6.0  # ~4.9 bits per kept weight at 9% density (paper digest)
@@ -229,8 +229,8 @@ def test_edge_models(tmp_path):
     q = QuantizedModel([np.array([0.25], np.float32)],
                        {"a": QuantizedTensor((10,), 0, labels), "b": QuantizedTensor((2, 3), 0, np.zeros(6))},
                        {"c": np.array(3.0, np.float32)}, ["a", "b", "c"], ["a", "b", "c"])
-    for label_code in ("huffman", "fixed", "ans"):
-        for index_code in ("deep-compression", "mask-ans"):
+    for label_code in ("huffman", "fixed", "ans", "ans-layer"):
+        for index_code in ("deep-compression", "mask-ans", "mask-context"):
             m = container.save(tmp_path / "e.nqz", q, label_code=label_code, index_code=index_code)
             assert_state_dicts_identical(container.load(tmp_path / "e.nqz"), q.state_dict())
             assert m["eq1"]["codeword_bits"] == 0 and m["eq1"]["index_bits"] <= 16
@@ -308,7 +308,7 @@ def test_lenet_bit_flips_name_the_section(lenet):
 
 
 @pytest.mark.parametrize("label_code,index_code", [("huffman", "deep-compression"), ("ans", "mask-ans"),
-                                                    ("fixed", "deep-compression")])
+                                                    ("fixed", "deep-compression"), ("ans-layer", "mask-context")])
 def test_altered_streams_with_valid_crc_never_give_a_wrong_model(lenet, label_code, index_code):
     """Streams changed behind a recomputed section CRC (e.g. another coder version): still an error."""
     data = container.encode(lenet, label_code=label_code, index_code=index_code)

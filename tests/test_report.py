@@ -88,8 +88,9 @@ def _curve_points(accuracy_ratio, network="lenet5", method="uniform", importance
     return pd.DataFrame([
         dict(network=network, variant="pruned", scope="all", method=method, importance=importance, rate_name="step",
              rate_value=0.01 * (i + 1), finetuned=True, clusters=10 + i, bits_huffman=2.0, accuracy=acc, top5=math.nan,
-             ratio_file=ratio, ratio_file_ans=ratio + 1, ratio_file_runlength=ratio + 2, path=f"p{i}",
-             path_ans=f"p{i}-ans", path_runlength=f"p{i}-runlength")
+             ratio_file=ratio, ratio_file_ans=ratio + 1, ratio_file_runlength=ratio + 2,
+             ratio_file_context=ratio + 3, path=f"p{i}", path_ans=f"p{i}-ans", path_runlength=f"p{i}-runlength",
+             path_context=f"p{i}-context")
         for i, (acc, ratio) in enumerate(accuracy_ratio)
     ])
 
@@ -124,6 +125,7 @@ def test_table1_picks_largest_ratio_meeting_the_floor():
     assert uniform["path"] == "p1"
     assert _cell(table, "lenet5", "uniform-ans")["path"] == "p1-ans"
     assert _cell(table, "lenet5", "uniform-runlength")["path"] == "p1-runlength"
+    assert (_cell(table, "lenet5", "uniform-context")[["ratio", "path"]] == [53.0, "p1-context"]).all()
 
 
 def test_table1_tolerance_lowers_the_floor():
@@ -428,4 +430,6 @@ def test_table1_rows_from_searches_show_each_floor_mean_spread_and_the_smallest_
     assert set(uniform["status"]) == {"selected"}
     ans = table[(table["network"] == "lenet5") & (table["row"] == "uniform-ans")]
     assert list(ans["ratio"]) == [55.8, 55.8] and list(ans["path"]) == ["paper-1-2-ans", "pruned-1-2-ans"]
+    # a search made before the context-coded files existed: that row says so instead of failing
+    assert set(table[table["row"] == "uniform-context"]["status"]) == {"no points"}
     assert len(table[(table["network"] == "lenet5") & (table["row"] == "pruned")]) == 1

@@ -13,6 +13,9 @@ Label codes (a stream of integer symbols ``0..k-1``, int32, shape [n]):
 - **ans**: rANS from ``constriction`` (stack coder, 32-bit words, 24-bit fixed-point model). The model is
   built from the integer symbol counts, which are what a file stores, so the decoder rebuilds exactly the
   encoder's model. It reaches the entropy within a few bits per stream.
+- **ans-layer**: as ``ans``, but a tensor whose labels are distributed differently from the stream's (a
+  layer of larger weights, the biases) is coded with its own counts, stored after the stream's, where
+  that is estimated to cost less than the shared model, table included (``layer_label_models``).
 
 Bit order: fixed and Huffman bitstreams are big-endian (first bit = most significant bit of byte 0),
 padded with zero bits to whole bytes; ``nbits`` is the unpadded length. ANS streams are constriction's
@@ -31,6 +34,16 @@ Position codes (one boolean mask per tensor, True = kept, flattened row-major):
   ``size * H(kept / size)`` bits, the entropy of the mask when its elements are taken as independent: the
   optimum for that model, with no table, no fillers, no Huffman rounding, and the density of each tensor
   rather than one table for all. Hence it is the better option reported beside deep-compression.
+- **mask-context**: the mask of each tensor as a matrix (rows = output units, ``shape[0]``; a 1-D tensor is
+  one row), rows in order, each element ANS coded with its own probability from what the decoder already
+  knows: the row's kept count ``n_r`` (stored, a varint per row), and how many earlier rows kept the same
+  column (an input unit, or an input channel and kernel position). With ``q = n_r / C`` the row's density,
+  ``d`` the tensor's, ``c = (kept in the column so far + CONTEXT_PRIOR * d) / (rows so far +
+  CONTEXT_PRIOR)`` the column's estimate, the odds of "kept" are ``odds(q) * odds(c) / odds(d)``: row and
+  column effects multiply the odds (independent evidence about one unit's inputs and outputs). Only
+  + - * / enter, so encoder and decoder compute the same probabilities bit for bit on any machine. It pays
+  where pruning left structure: output units that lost most of their inputs, inputs pruned in every row.
+  Where it would not (estimated with its row counts), a tensor is coded as by mask-ans; a flag says which.
 
 Every decoder raises ``CodingError`` (a ``ValueError``) on a stream that does not decode to what was
 announced.
@@ -45,7 +58,8 @@ import bitarray.util
 import constriction
 import numpy as np
 
-INDEX_CODES = ("deep-compression", "mask-ans")
+INDEX_CODES = ("deep-compression", "mask-ans", "mask-context")
+CONTEXT_PRIOR = 8.0  # mask-context: weight, in rows, of the tensor's density in a column's estimate
 
 _CHUNK = 1 << 16  # symbols per vectorised packing step: keeps temporaries in cache
 _ANS_CHUNK = 1 << 20  # mask symbols per constriction call (bounds the int32 temporaries)
@@ -511,3 +525,199 @@ def mask_entropy_bits(sizes: list[int], kept: list[int]) -> float:
             p = count / size
             total += size * -(p * math.log2(p) + (1 - p) * math.log2(1 - p))
     return total
+
+
+# --------------------------------------------------------------------------------------------------
+# mask-context: row counts stored, column statistics adaptive
+
+
+def mask_rows(shape) -> tuple[int, int]:
+    """(rows, columns) of a tensor's mask as mask-context sees it: output units x the rest."""
+    size = math.prod(shape)
+    rows = int(shape[0]) if len(shape) >= 2 and shape[0] else 1
+    return rows, size // rows
+
+
+def _context_probabilities(columns_kept: np.ndarray, rows_before, row_density, density: float) -> np.ndarray:
+    """P(kept) of elements given their column's kept count among ``rows_before`` earlier rows and their
+    row's density (arrays broadcast; the same operations element by element whatever the shapes)."""
+    column = (columns_kept + CONTEXT_PRIOR * density) / (rows_before + CONTEXT_PRIOR)
+    odds = (row_density / (1.0 - row_density)) * (column / (1.0 - column)) * ((1.0 - density) / density)
+    return odds / (1.0 + odds)
+
+
+def mask_context_row_counts(masks: list[np.ndarray], shapes: list) -> list[np.ndarray]:
+    """Kept count of every row of every mask (int64 per tensor)."""
+    return [np.asarray(m, dtype=bool).reshape(mask_rows(shape)).sum(axis=1) for m, shape in zip(masks, shapes)]
+
+
+def _context_rows(mask: np.ndarray, shape):
+    """The mask as a matrix, its row counts, the rows that are coded (neither empty nor full) and the
+    kept count of each element's column among the earlier rows."""
+    rows, cols = mask_rows(shape)
+    m = np.asarray(mask, dtype=bool).reshape(rows, cols)
+    counts = m.sum(axis=1)
+    coded = np.flatnonzero((counts > 0) & (counts < cols))
+    return m, counts, coded, np.cumsum(m, axis=0, dtype=np.int64) - m
+
+
+def _row_block_probabilities(m, counts, before, r) -> np.ndarray:
+    return _context_probabilities(before[r].astype(np.float64), r[:, None].astype(np.float64),
+                                  (counts[r] / m.shape[1])[:, None], m.sum() / m.size)
+
+
+def mask_context_choice(masks: list[np.ndarray], shapes: list) -> list[bool]:
+    """Per mask: True where the context model, its row counts included, is estimated to cost less than
+    one Bernoulli probability for the whole tensor (what mask-ans does); False for empty or full masks."""
+    choice = []
+    for mask, shape in zip(masks, shapes):
+        m, counts, coded, before = _context_rows(mask, shape)
+        kept = int(m.sum())
+        if kept in (0, m.size):
+            choice.append(False)
+            continue
+        p = np.clip(_row_block_probabilities(m, counts, before, coded), 1e-12, 1 - 1e-12)
+        bits = m[coded]
+        context = float(-(bits * np.log2(p) + (~bits) * np.log2(1 - p)).sum()) + 8 * _varint_bytes(counts)
+        choice.append(context < mask_entropy_bits([m.size], [kept]))
+    return choice
+
+
+def mask_context_encode(masks: list[np.ndarray], shapes: list, use_context: list[bool]) -> bytes:
+    """One rANS stream of every mask: under the context model (see the module docstring) where
+    ``use_context`` says so, else under the tensor's Bernoulli(kept / size) as mask-ans. Masks with nothing
+    or everything kept, and context rows with nothing or everything kept, cost nothing."""
+    family = constriction.stream.model.Bernoulli(perfect=False)
+    coder = constriction.stream.stack.AnsCoder()
+    coded = False
+    for mask, shape, context in reversed(list(zip(masks, shapes, use_context))):  # a stack: encode backwards
+        m, counts, rows, before = _context_rows(mask, shape)
+        kept = int(m.sum())
+        if kept in (0, m.size):
+            continue
+        if not context:
+            flat = m.reshape(-1)
+            for i in reversed(range(0, flat.size, _ANS_CHUNK)):
+                coder.encode_reverse(flat[i : i + _ANS_CHUNK].astype(np.int32), _bernoulli(flat.size, kept))
+            coded = True
+            continue
+        step = max(1, _ANS_CHUNK // max(m.shape[1], 1))
+        for start in reversed(range(0, rows.size, step)):
+            r = rows[start : start + step]
+            p = _row_block_probabilities(m, counts, before, r)
+            coder.encode_reverse(m[r].reshape(-1).astype(np.int32), family, p.reshape(-1))
+            coded = True
+    return coder.get_compressed().astype("<u4").tobytes() if coded else b""
+
+
+def mask_context_decode(data: bytes, shapes: list, kept: list[int],
+                        row_counts: list[np.ndarray | None]) -> list[np.ndarray]:
+    """Inverse of ``mask_context_encode``; ``row_counts`` None for a mask coded without context."""
+    if len(data) % 4:
+        raise CodingError(f"ANS stream length {len(data)} is not a multiple of 4 bytes")
+    family = constriction.stream.model.Bernoulli(perfect=False)
+    coder = constriction.stream.stack.AnsCoder(np.frombuffer(data, dtype="<u4").astype(np.uint32))
+    masks = []
+    try:
+        for shape, count, counts in zip(shapes, kept, row_counts):
+            rows, cols = mask_rows(shape)
+            size = rows * cols
+            if count in (0, size):
+                masks.append(np.full(size, count == size, dtype=bool))
+                continue
+            if counts is None:
+                flat = np.empty(size, dtype=bool)
+                for i in range(0, size, _ANS_CHUNK):
+                    part = min(_ANS_CHUNK, size - i)
+                    flat[i : i + part] = np.asarray(coder.decode(_bernoulli(size, count), part)) != 0
+                if int(flat.sum()) != count:
+                    raise CodingError(f"decoded mask keeps {int(flat.sum())} elements, {count} announced")
+                masks.append(flat)
+                continue
+            counts = np.asarray(counts, dtype=np.int64)
+            if counts.shape != (rows,) or int(counts.sum()) != count or counts.min() < 0 or counts.max() > cols:
+                raise CodingError(f"row counts of a {rows}x{cols} mask do not add up to its {count} kept elements")
+            m = np.zeros((rows, cols), dtype=bool)
+            column_kept = np.zeros(cols, dtype=np.int64)
+            for r in range(rows):
+                if counts[r] == cols:
+                    m[r] = True
+                elif counts[r]:
+                    p = _context_probabilities(column_kept.astype(np.float64), float(r), counts[r] / cols,
+                                               count / size)
+                    m[r] = np.asarray(coder.decode(family, p)) != 0
+                    if int(m[r].sum()) != counts[r]:
+                        raise CodingError(f"row {r} of a mask decodes to {int(m[r].sum())} kept, {counts[r]} stored")
+                column_kept += m[r]
+            masks.append(m.reshape(-1))
+    except CodingError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - constriction raises plain exceptions on bad data
+        raise CodingError(f"mask-context stream does not decode: {exc}") from exc
+    if not coder.is_empty():
+        raise CodingError("mask-context stream has data left after decoding all masks")
+    return masks
+
+
+# --------------------------------------------------------------------------------------------------
+# ans-layer: labels with a model per tensor where it pays
+
+
+def _varint_bytes(values) -> int:
+    return sum(max(1, (int(v).bit_length() + 6) // 7) for v in values)
+
+
+def layer_label_models(parts: list[np.ndarray], k: int) -> tuple[np.ndarray, list[np.ndarray | None]]:
+    """The models of an ``ans-layer`` label stream made of the tensors' ``parts``: the counts of the whole
+    stream, and for each tensor its own counts where coding it with them (its entropy plus its k stored
+    varints) is estimated to cost less than with the stream's, else None."""
+    shared = symbol_counts(np.concatenate(parts) if parts else np.zeros(0, np.int32), k)
+    total = max(int(shared.sum()), 1)
+    own: list[np.ndarray | None] = []
+    for part in parts:
+        counts = symbol_counts(part, k)
+        present = counts > 0
+        with_shared = float(-(counts[present] * np.log2(shared[present] / total)).sum())
+        with_own = part.size * entropy_bits(counts) + 8 * _varint_bytes(counts)
+        own.append(counts if with_own < with_shared else None)
+    return shared, own
+
+
+def ans_layers_encode(parts: list[np.ndarray], shared: np.ndarray, own: list[np.ndarray | None]) -> bytes:
+    """One rANS stream of the tensors' label ``parts``, each under its own counts or the shared ones."""
+    coder = constriction.stream.stack.AnsCoder()
+    coded = False
+    for part, counts in reversed(list(zip(parts, own))):
+        counts = shared if counts is None else counts
+        if part.size == 0 or np.count_nonzero(counts) <= 1:
+            continue
+        coder.encode_reverse(np.ascontiguousarray(part, dtype=np.int32), _categorical(counts))
+        coded = True
+    return coder.get_compressed().astype("<u4").tobytes() if coded else b""
+
+
+def ans_layers_decode(data: bytes, sizes: list[int], shared: np.ndarray, own: list[np.ndarray | None]) -> np.ndarray:
+    """Inverse of ``ans_layers_encode``: the labels of the tensors (``sizes`` each), concatenated."""
+    if len(data) % 4:
+        raise CodingError(f"ANS stream length {len(data)} is not a multiple of 4 bytes")
+    coder = constriction.stream.stack.AnsCoder(np.frombuffer(data, dtype="<u4").astype(np.uint32))
+    out = []
+    try:
+        for n, counts in zip(sizes, own):
+            counts = shared if counts is None else counts
+            if counts is not shared and int(counts.sum()) != n:
+                raise CodingError(f"a tensor's label counts sum to {int(counts.sum())}, {n} labels announced")
+            present = np.flatnonzero(counts)
+            if n == 0:
+                continue
+            if present.size <= 1:
+                out.append(np.full(n, present[0] if present.size else 0, dtype=np.int32))
+                continue
+            out.append(np.asarray(coder.decode(_categorical(counts), n), dtype=np.int32))
+    except CodingError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - constriction raises plain exceptions on bad data
+        raise CodingError(f"ANS stream does not decode: {exc}") from exc
+    if not coder.is_empty():
+        raise CodingError("ANS stream has data left after decoding all labels")
+    return np.concatenate(out) if out else np.zeros(0, np.int32)

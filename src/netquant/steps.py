@@ -227,9 +227,15 @@ def compute_importance(arch: str, cfg: dict, name: str, *, model_path: str, sour
     return summary
 
 
+# The codes of the extra files of a pruned, fine-tuned point: name -> what differs from the config's coding
+VARIANT_CODES = {"ans": {"label_code": "ans"}, "runlength": {"index_code": "mask-ans"},
+                 "context": {"label_code": "ans-layer", "index_code": "mask-context"}}
+
+
 def write_point(stem: str, qmodel, coding_cfg: dict, *, variants: bool) -> tuple[Any, dict, dict]:
     """Write one sweep point as ``<stem>.nqz`` with the config's codes and, with ``variants``, the same
-    network as ``<stem>-ans.nqz`` (ANS-coded labels) and ``<stem>-runlength.nqz`` (mask-ANS positions).
+    network as ``<stem>-ans.nqz`` (ANS-coded labels), ``<stem>-runlength.nqz`` (mask-ANS positions) and
+    ``<stem>-context.nqz`` (labels with per-layer models, positions with the context model: the best codes).
 
     Every stream is computed once (one ``container.Encoding``) and every file decoded once, when it is
     checked before being written. Returns (what the main file decodes to, its metrics,
@@ -241,7 +247,7 @@ def write_point(stem: str, qmodel, coding_cfg: dict, *, variants: bool) -> tuple
     decoded, metrics = compress.write(qmodel, f"{stem}.nqz", encoding=encoding, **coding_cfg)
     written = {}
     if variants:
-        for name, code in (("ans", {"label_code": "ans"}), ("runlength", {"index_code": "mask-ans"})):
+        for name, code in VARIANT_CODES.items():
             path = f"{stem}-{name}.nqz"
             written[name] = (path, compress.write(qmodel, path, encoding=encoding, **{**coding_cfg, **code})[1])
     return decoded, metrics, written
@@ -331,15 +337,17 @@ def measure_point(curve: Curve, value: float, out_dir: str, *, seeds: list[int],
             "importance": curve.importance_name, "rate_name": curve.rate_name, "rate_value": value,
             "finetuned": finetuned, "clusters": sum(len(b) for b in qm.codebooks),
             "entropy_bits": m["label_entropy_bits"], "bits_fixed": bits["fixed"], "bits_huffman": bits["huffman"],
-            "bits_ans": bits["ans"], "accuracy": result["accuracy"], "top5": result.get("top5", float("nan")),
+            "bits_ans": bits["ans"], "bits_ans_layer": bits["ans_layer"],
+            **{f"index_bits_{code.replace('-', '_')}": value for code, value in m["index_bits_per_kept"].items()},
+            "accuracy": result["accuracy"], "top5": result.get("top5", float("nan")),
             "loss": result["loss"], "ratio_file": m["ratio_file"], "ratio_eq1": m["ratio_eq1"],
             **{f"ratio_file_{name}": variants[name][1]["ratio_file"] if name in variants else float("nan")
-               for name in ("ans", "runlength")},
+               for name in VARIANT_CODES},
             "file_bytes": m["file_bytes"], "n_params": m["n_params"], "n_quantized": m["n_quantized"],
             "weighted_distortion": distortion, "quantize_seconds": quantize_seconds,
             "finetune_seconds": finetune_seconds, "path": os.path.relpath(f"{stem}.nqz"),
             **{f"path_{name}": os.path.relpath(variants[name][0]) if name in variants else ""
-               for name in ("ans", "runlength")},
+               for name in VARIANT_CODES},
             **({} if generator is not None or not finetuned else {"seed": seed}),
         })
         label = (" +ft" if finetuned else "") + (f" seed {seed}" if generator is None and finetuned else "")

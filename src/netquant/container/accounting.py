@@ -86,6 +86,7 @@ def file_metrics(p: Parsed, q: QuantizedModel, encoding: Encoding | None = None)
             "fixed": per(sum(s.size * _width(k) for s, k in zip(streams, ks))),
             "huffman": per(sum(int(np.dot(c, np.maximum(h, 0))) for c, h in zip(counts, huffman))),
             "ans": per(sum(8 * len(data) for _, data, _, _ in encoding.labels("ans"))),
+            "ans_layer": per(sum(8 * len(data) for _, data, _, _ in encoding.labels("ans-layer"))),
             "entropy": per(sum(s.size * coding.entropy_bits(c) for s, c in zip(streams, counts))),
             "in_file": per(label_bits),
         }

@@ -12,10 +12,12 @@ within a tensor, form one stream coded with one table; with one codebook per lay
 every codebook has its own stream and table.
 
 Label codes (``label_code``): ``huffman`` (canonical, code lengths stored), ``fixed`` (ceil(log2 k) bits),
-``ans`` (rANS, integer symbol counts stored), and ``raw``: the 32-bit value of every unpruned element,
-no codebook stored - the pruned-but-unquantized model (see ``from_pruned``).
+``ans`` (rANS, integer symbol counts stored), ``ans-layer`` (rANS, a tensor with its own counts where that
+pays), and ``raw``: the 32-bit value of every unpruned element, no codebook stored - the
+pruned-but-unquantized model (see ``from_pruned``).
 Index codes (``index_code``): ``deep-compression`` (bounded relative index, Huffman coded; ``index_bound``,
-default 32) and ``mask-ans`` (per-tensor Bernoulli-modelled masks, ANS coded). See ``netquant.coding``.
+default 32), ``mask-ans`` (per-tensor Bernoulli-modelled masks, ANS coded) and ``mask-context`` (per-row
+counts stored, column statistics adaptive, ANS coded). See ``netquant.coding``.
 A tensor with no pruned element is marked dense and has no positions coded.
 
 File layout (all integers little-endian; varint = unsigned LEB128):
@@ -32,8 +34,8 @@ File layout (all integers little-endian; varint = unsigned LEB128):
       8+L 4  u32 CRC32 of tag, length and payload
 
     META  zlib-compressed:
-            varint label code (0 fixed, 1 huffman, 2 ans, 3 raw), varint index code
-            (0 deep-compression, 1 mask-ans), varint index bound,
+            varint label code (0 fixed, 1 huffman, 2 ans, 3 raw, 4 ans-layer), varint index code
+            (0 deep-compression, 1 mask-ans, 2 mask-context), varint index bound,
             varint number of codebooks, varint size of each (0 with the raw code),
             varint number of entries, then per state_dict entry in order:
               varint name length, UTF-8 name, u8 flags (bit 0 quantized, bit 1 nn.Parameter),
@@ -47,10 +49,14 @@ File layout (all integers little-endian; varint = unsigned LEB128):
             varint length, UTF-8 JSON object describing the network (version 2; may be "{}")
     BOOK  codebooks, float32, concatenated (empty with the raw code)
     LTAB  per label stream: huffman: k bytes (code length + 1; 0 = symbol absent);
-          ans: k varints (symbol counts, the model); fixed, raw: nothing
+          ans: k varints (symbol counts, the model); ans-layer: k varints (the stream's counts), then per
+          tensor of the stream in order a byte 0 (the stream's counts) or 1 and its own k varints;
+          fixed, raw: nothing
     LBIT  label streams, each padded to whole bytes, concatenated
     ITAB  deep-compression: varint n, n bytes (code length + 1) of the index symbols 0..n-1
-          (empty when no position is coded); mask-ans: empty
+          (empty when no position is coded); mask-ans: empty; mask-context: per sparse tensor that keeps
+          some but not all of its elements, in order, a byte 0 (coded as by mask-ans) or 1 followed by
+          the varint kept count of each of its rows (coded with the context model)
     IBIT  index stream
     PASS  passthrough tensors, in order, raw little-endian C-order bytes
 
@@ -81,7 +87,7 @@ MAGIC = b"\x89NQZ\r\n\x1a\n"
 VERSION = 2  # 2 adds the network description at the end of META; version 1 files are still read
 READABLE_VERSIONS = (1, 2)
 SECTIONS = ("META", "BOOK", "LTAB", "LBIT", "ITAB", "IBIT", "PASS")
-LABEL_CODES = ("fixed", "huffman", "ans", "raw")
+LABEL_CODES = ("fixed", "huffman", "ans", "raw", "ans-layer")
 INDEX_CODES = coding.INDEX_CODES
 DEFAULT_INDEX_BOUND = 32  # 2^5, Deep Compression's bound for fc layers; see save()
 _HEADER = struct.Struct("<8sHHI")
@@ -219,14 +225,14 @@ def _check_options(label_code: str, index_code: str, index_bound: int) -> None:
         raise ValueError(f"index_bound must be an integer >= 1; got {index_bound!r}")
 
 
-def _streams(qmodel: QuantizedModel) -> list[np.ndarray]:
-    """Label stream of each codebook: unpruned labels of its tensors in state_dict order (int32)."""
+def _stream_parts(qmodel: QuantizedModel) -> list[list[np.ndarray]]:
+    """Label stream of each codebook as the unpruned labels (int32) of its tensors, in state_dict order."""
     parts: list[list[np.ndarray]] = [[] for _ in qmodel.codebooks]
     for name in qmodel.order:
         if name in qmodel.tensors:
             t = qmodel.tensors[name]
             parts[t.codebook].append(t.labels[t.labels != PRUNED])
-    return [np.concatenate(p) if p else np.zeros(0, np.int32) for p in parts]
+    return parts
 
 
 def _sparse(qmodel: QuantizedModel) -> list[str]:
@@ -234,7 +240,7 @@ def _sparse(qmodel: QuantizedModel) -> list[str]:
     return [n for n in qmodel.order if n in qmodel.tensors and not qmodel.tensors[n].mask.all()]
 
 
-def _index_stream(masks: list[np.ndarray], index_code: str, index_bound: int):
+def _index_stream(masks: list[np.ndarray], shapes: list, index_code: str, index_bound: int):
     """(table bytes, stream bytes, n symbols, n bits) of the positions of the given flat masks."""
     if index_code == "deep-compression":
         symbols = (np.concatenate([coding.dc_gap_symbols(m, index_bound) for m in masks])
@@ -244,12 +250,26 @@ def _index_stream(masks: list[np.ndarray], index_code: str, index_bound: int):
         table = _varints([used]) + (lengths[:used] + 1).astype(np.uint8).tobytes() if used else b""
         stream, nbits = coding.huffman_encode(symbols, lengths)
         return table, stream, int(symbols.size), nbits
+    if index_code == "mask-context":
+        use = coding.mask_context_choice(masks, shapes)
+        table = b"".join((b"\x01" + _varints(row) if context else b"\x00")
+                         for m, row, context in zip(masks, coding.mask_context_row_counts(masks, shapes), use)
+                         if 0 < m.sum() < m.size)
+        stream = coding.mask_context_encode(masks, shapes, use)
+        return table, stream, 0, 8 * len(stream)
     stream = coding.mask_ans_encode(masks)
     return b"", stream, 0, 8 * len(stream)
 
 
-def _label_stream(code: str, symbols: np.ndarray, k: int, values: np.ndarray):
-    """(table bytes, stream bytes, n bits) of one label stream; ``values`` is its codebook."""
+def _label_stream(code: str, parts: list[np.ndarray], k: int, values: np.ndarray):
+    """(table bytes, stream bytes, n bits) of one label stream, the labels ``parts`` of its tensors in
+    order; ``values`` is its codebook."""
+    symbols = np.concatenate(parts) if parts else np.zeros(0, np.int32)
+    if code == "ans-layer":
+        shared, own = coding.layer_label_models(parts, k)
+        table = _varints(shared) + b"".join(b"\x00" if c is None else b"\x01" + _varints(c) for c in own)
+        data = coding.ans_layers_encode(parts, shared, own)
+        return table, data, 8 * len(data)
     if code == "raw":
         data = values[symbols].astype("<f4").tobytes()
         return b"", data, 8 * len(data)
@@ -295,8 +315,10 @@ class Encoding:
                 raise ValueError(f"passthrough {name!r} has dtype {np.asarray(arr).dtype}; "
                                  "only numeric arrays can be stored")
         self.qmodel, self.index_bound = qmodel, index_bound
-        self.symbols = _streams(qmodel)
+        self.parts = _stream_parts(qmodel)
+        self.symbols = [np.concatenate(p) if p else np.zeros(0, np.int32) for p in self.parts]
         self.masks = [qmodel.tensors[n].mask for n in _sparse(qmodel)]
+        self.shapes = [qmodel.tensors[n].shape for n in _sparse(qmodel)]
         self._labels: dict[str, list[tuple[bytes, bytes, int, int]]] = {}
         self._index: dict[str, tuple[bytes, bytes, int, int]] = {}
 
@@ -304,8 +326,8 @@ class Encoding:
         """Per label stream (one per codebook): (table bytes, stream bytes, bits, CRC of the decoded stream)."""
         if code not in self._labels:
             streams = []
-            for symbols, book in zip(self.symbols, self.qmodel.codebooks):
-                table, data, nbits = _label_stream(code, symbols, len(book), book)
+            for parts, symbols, book in zip(self.parts, self.symbols, self.qmodel.codebooks):
+                table, data, nbits = _label_stream(code, parts, len(book), book)
                 streams.append((table, data, nbits, _crc(_decoded_label_bytes(code, symbols, book))))
             self._labels[code] = streams
         return self._labels[code]
@@ -313,7 +335,7 @@ class Encoding:
     def index(self, code: str) -> tuple[bytes, bytes, int, int]:
         """The positions of the kept weights: (table bytes, stream bytes, symbols, bits)."""
         if code not in self._index:
-            self._index[code] = _index_stream(self.masks, code, self.index_bound)
+            self._index[code] = _index_stream(self.masks, self.shapes, code, self.index_bound)
         return self._index[code]
 
     def file(self, label_code: str = "huffman", index_code: str = "deep-compression") -> bytes:
@@ -481,10 +503,22 @@ def _decode(p: Parsed) -> QuantizedModel:
             symbols = coding.huffman_decode(index_data, p.index_bits, lengths, p.index_symbols)
             masks = coding.dc_masks(symbols, p.index_bound, [e.size for e in sparse], [e.n_kept for e in sparse])
         else:
-            table.done()
             if len(index_data) * 8 != p.index_bits:
                 raise ContainerError(f"section IBIT has {len(index_data)} bytes, META announces {p.index_bits} bits")
-            masks = coding.mask_ans_decode(index_data, [e.size for e in sparse], [e.n_kept for e in sparse])
+            if p.index_code == "mask-context":
+                row_counts = []
+                for e in sparse:
+                    flag = table.take(1)[0] if 0 < e.n_kept < e.size else 0
+                    if flag > 1:
+                        raise ContainerError(f"section ITAB: mask model flag {flag} (0 per tensor, 1 context)")
+                    rows = coding.mask_rows(e.shape)[0]
+                    row_counts.append(np.array([table.varint() for _ in range(rows)], np.int64) if flag else None)
+                table.done()
+                masks = coding.mask_context_decode(index_data, [e.shape for e in sparse],
+                                                   [e.n_kept for e in sparse], row_counts)
+            else:
+                table.done()
+                masks = coding.mask_ans_decode(index_data, [e.size for e in sparse], [e.n_kept for e in sparse])
     except coding.CodingError as exc:
         raise ContainerError(f"section IBIT (positions of unpruned weights): {exc}") from exc
     if _crc(_mask_bytes(masks)) != p.index_crc:
@@ -531,10 +565,23 @@ def _decode(p: Parsed) -> QuantizedModel:
                     lengths = np.frombuffer(tables.take(k), np.uint8).astype(np.int64) - 1
                     p.label_tables.append(lengths)
                     labels = coding.huffman_decode(data, nbits, lengths, n)
-                else:
+                elif p.label_code == "ans":
                     counts = np.array([tables.varint() for _ in range(k)], dtype=np.int64)
                     p.label_tables.append(counts)
                     labels = coding.ans_decode(data, counts, n)
+                else:
+                    shared = np.array([tables.varint() for _ in range(k)], dtype=np.int64)
+                    sizes = [e.n_kept for e in quantized if e.codebook == s]
+                    own = []
+                    for _ in sizes:
+                        flag = tables.take(1)[0]
+                        if flag > 1:
+                            raise coding.CodingError(f"tensor model flag {flag} (0 shared, 1 own counts)")
+                        own.append(np.array([tables.varint() for _ in range(k)], dtype=np.int64) if flag else None)
+                    if int(shared.sum()) != n:
+                        raise coding.CodingError(f"stream counts sum to {int(shared.sum())}, {n} labels announced")
+                    p.label_tables.append(shared)
+                    labels = coding.ans_layers_decode(data, sizes, shared, own)
                 if labels.size and labels.max() >= k:
                     raise coding.CodingError(f"a label exceeds the codebook size {k}")
                 streams.append(labels)

@@ -58,6 +58,10 @@ TABLE1_ROWS: tuple[Table1Row, ...] = (
               ratio_column="ratio_file_ans", path_column="path_ans", in_paper=False),
     Table1Row("uniform-runlength", "Uniform quantization, better index code", "uniform", "weighted",
               ratio_column="ratio_file_runlength", path_column="path_runlength", in_paper=False),
+    Table1Row("uniform-context", "Uniform quantization, context-adaptive codes", "uniform", "weighted",
+              ratio_column="ratio_file_context", path_column="path_context", in_paper=False),
+    Table1Row("ecsq-context", "Iterative ECSQ, context-adaptive codes", "ecsq", "weighted",
+              ratio_column="ratio_file_context", path_column="path_context", in_paper=False),
 )
 TABLE1_COLUMNS = (
     "network", "row", "label", "floor_name", "status", "note", "method", "importance", "rate_name", "rate_value",
@@ -140,6 +144,8 @@ def _searched_cell(search: pd.DataFrame, row: Table1Row, floor_name: str) -> dic
                 f"importance for the floor {floor_name!r}"}
     chosen = same_method[(same_method["importance"] == importance) & same_method["selected"]]
     # the row names the seed's file of the smallest ratio: its ratio is the row's, its own accuracy is kept
+    if row.ratio_column not in chosen:  # a run made before this code existed
+        return {"status": "no points", "importance": importance, "note": f"no {row.ratio_column} in the search"}
     first = chosen.sort_values([row.ratio_column, "seed"], kind="stable").iloc[0]
     cell = {c: first.get(c, math.nan) for c in _CHOSEN_COLUMNS}
     met = bool(first["meets_floor"])
