@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from netquant import coding, container, models, prune, quantize, steps
+from netquant import coding, container, models, prune, quantize, steps, sweeps
 from netquant.container import format as file_format
 
 
@@ -38,7 +38,7 @@ def test_a_sweep_point_runs_each_coder_once_and_decodes_each_file_once(tmp_path,
         _counting(monkeypatch, coding, name, counts)
     _counting(monkeypatch, file_format, "_decode", counts)
     coding_cfg = {"label_code": "huffman", "index_code": "deep-compression", "index_bound": 32}
-    decoded, metrics, variants = steps.write_point(str(tmp_path / "k=16-ft"), pruned_qmodel, coding_cfg,
+    decoded, metrics, variants = sweeps.write_point(str(tmp_path / "k=16-ft"), pruned_qmodel, coding_cfg,
                                                    variants=True)
     n_sparse = sum(not t.mask.all() for t in pruned_qmodel.tensors.values())
     # labels by Huffman once, positions by Deep Compression's gaps once (its Huffman stream once), ANS
@@ -56,7 +56,7 @@ def test_a_sweep_point_runs_each_coder_once_and_decodes_each_file_once(tmp_path,
 
 
 def test_an_unpruned_point_is_one_file(tmp_path, pruned_qmodel):
-    _, metrics, variants = steps.write_point(str(tmp_path / "p"), pruned_qmodel, {
+    _, metrics, variants = sweeps.write_point(str(tmp_path / "p"), pruned_qmodel, {
         "label_code": "huffman", "index_code": "deep-compression", "index_bound": 32}, variants=False)
     assert variants == {} and sorted(p.name for p in tmp_path.iterdir()) == ["p.nqz"]
     assert metrics["file_bytes"] == (tmp_path / "p.nqz").stat().st_size
@@ -80,8 +80,8 @@ def test_method_options_map_the_config_section():
 
 
 def test_the_paper_floor_of_each_row():
-    assert steps.paper_floor("lenet5", "uniform", "hessian-50000") == 99.28
-    assert steps.paper_floor("resnet32", "dp-ecsq", "hessian-50000") == 92.73  # its heuristic's: ECSQ
-    assert steps.paper_floor("alexnet", "hwkmeans", "adam") == 56.04
+    assert sweeps.paper_floor("lenet5", "uniform", "hessian-50000") == 99.28
+    assert sweeps.paper_floor("resnet32", "dp-ecsq", "hessian-50000") == 92.73  # its heuristic's: ECSQ
+    assert sweeps.paper_floor("alexnet", "hwkmeans", "adam") == 56.04
     with pytest.raises(ValueError, match="no ecsq row for alexnet"):
-        steps.paper_floor("alexnet", "ecsq", "adam")
+        sweeps.paper_floor("alexnet", "ecsq", "adam")

@@ -1,8 +1,8 @@
-from netquant import steps
+from netquant import steps, sweeps
 
 w = snakemake.wildcards
 workers = steps.setup(snakemake.threads, snakemake.params.seed, snakemake.log[0])
-steps.search_curve(
+sweeps.search_curve(
     w.net, snakemake.params.finetune["finetune"], method=w.method, importance_name=w.importance,
     quantize_cfg=snakemake.params.quantize, coding_cfg=snakemake.params.coding, search_cfg=snakemake.params.search,
     floor_name=w.floor, sweep_table=snakemake.input.sweep, model_path=snakemake.input.model,

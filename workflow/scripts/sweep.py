@@ -1,8 +1,8 @@
-from netquant import steps
+from netquant import steps, sweeps
 
 w = snakemake.wildcards
 workers = steps.setup(snakemake.threads, snakemake.params.seed, snakemake.log[0])
-steps.sweep_curve(
+sweeps.sweep_curve(
     w.net, snakemake.params.finetune["finetune"], method=w.method, importance_name=w.importance, scope=w.scope,
     quantize_cfg=snakemake.params.quantize, coding_cfg=snakemake.params.coding, model_path=snakemake.input.model,
     importance_path=snakemake.input.importance or None, source=snakemake.params.source,

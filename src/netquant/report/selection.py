@@ -165,7 +165,7 @@ def select_table1(points: pd.DataFrame, models: pd.DataFrame, *, tolerance: floa
     """Table 1 for the networks present in ``points``, ``models`` or ``skipped``, one row per (network, row)
     and, for the quantized rows, per floor.
 
-    With ``search`` (the probes of operating-point searches, ``netquant.steps.search_curve``), a network's
+    With ``search`` (the probes of operating-point searches, ``netquant.sweeps.search_curve``), a network's
     quantized rows show each searched floor's selected probe: its mean accuracy over the fine-tuning seeds,
     their spread (half the range) and the smallest ratio of their files. Without it they are chosen among
     the sweep's points (floor ``pruned (sweep)``), as follows.
