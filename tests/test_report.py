@@ -433,3 +433,59 @@ def test_table1_rows_from_searches_show_each_floor_mean_spread_and_the_smallest_
     # a search made before the context-coded files existed: that row says so instead of failing
     assert set(table[table["row"] == "uniform-context"]["status"]) == {"no points"}
     assert len(table[(table["network"] == "lenet5") & (table["row"] == "pruned")]) == 1
+
+
+# ------------------------------------------------------------------------------------ findings
+FIGURES = {"fig1": {"resnet32": ["kmeans/none", "hwkmeans/hessian-50000", "uniform/hessian-50000",
+                                 "ecsq/hessian-50000"]},
+           "fig2": {"resnet32": ["hwkmeans/hessian-50000", "hwkmeans/hessian-1000", "hwkmeans/adam"]},
+           "fig3": {"resnet32": ["uniform/none", "uniform/hessian-50000"]}}
+
+
+def _figure_points(points):
+    """Baseline points: (method, importance, bits_fixed, bits_huffman, accuracy), fine-tuned or not alike."""
+    return pd.DataFrame([dict(network="resnet32", variant="baseline", scope="all", method=m, importance=i,
+                              finetuned=ft, bits_fixed=bf, bits_huffman=bh, accuracy=a)
+                         for m, i, bf, bh, a in points for ft in (False, True)])
+
+
+def test_findings_compare_curves_at_the_same_rate_budget():
+    points = _figure_points([
+        ("kmeans", "none", 2, 1.5, 85.0), ("kmeans", "none", 3, 2.5, 90.0),
+        ("hwkmeans", "hessian-50000", 2, 1.5, 86.0), ("hwkmeans", "hessian-50000", 3, 2.5, 89.0),
+        ("uniform", "hessian-50000", 5, 1.4, 88.0), ("uniform", "hessian-50000", 6, 2.4, 91.0),
+        ("ecsq", "hessian-50000", 5, 1.3, 87.0), ("ecsq", "hessian-50000", 6, 2.6, 91.5),
+        ("hwkmeans", "hessian-1000", 2, 1.5, 85.8), ("hwkmeans", "adam", 2, 1.5, 84.0),
+        ("uniform", "none", 5, 1.4, 88.0),
+    ])
+    table = report.findings_table(points, FIGURES)
+
+    def verdict(finding, panel, budget):
+        rows = table[table["finding"].str.startswith(finding) & (table["panel"] == panel)
+                     & (table["budget_bits"] == budget)]
+        holds = rows["holds"].iloc[0]
+        return (None if holds is None else bool(holds)), rows["best_curve"].iloc[0], dict(zip(rows["curve"],
+                                                                                              rows["accuracy"]))
+
+    # 2 fixed-length bits: only the k-means variants fit, hwkmeans is best; uniform and ECSQ cannot reach it
+    holds, best, acc = verdict("fixed-length", "fixed-length", 2.0)
+    assert best == "hwkmeans/hessian-50000" and holds is True and math.isnan(acc["uniform/hessian-50000"])
+    # 3 bits: k-means (90) beats hwkmeans (89): the finding does not hold there
+    holds, best, _ = verdict("fixed-length", "fixed-length + fine-tuning", 3.0)
+    assert best == "kmeans/none" and holds is False
+    # Huffman 1.5 bits: uniform 88 is best; 2.5 bits: ECSQ 91.5 is best, the envelope keeps the best point
+    holds, best, acc = verdict("Huffman", "Huffman", 1.5)
+    assert holds and best == "uniform/hessian-50000" and acc["kmeans/none"] == 85.0
+    holds, best, acc = verdict("Huffman", "Huffman + fine-tuning", 3.0)
+    assert holds and best == "ecsq/hessian-50000" and acc["ecsq/hessian-50000"] == 91.5
+    # Figure 2: 1,000 samples within 0.5 points at 1.5 bits, Adam 2 points below: does not hold
+    assert verdict("Hessian estimates", "Huffman + fine-tuning", 1.5)[0] is False
+    # Figure 3: equal accuracies count for the weighted mean; below every plain-mean point, it cannot say
+    assert verdict("uniform: weighted mean", "Huffman", 1.5)[0] is True
+    assert table[table["finding"].str.startswith("uniform") & (table["budget_bits"] == 1.0)].empty
+    text = report.findings_markdown(table)
+    assert "| Huffman | 1.5 | 85.00 | 86.00 | 88.00 | 87.00 | uniform/hessian-50000 | yes |" in text
+
+
+def test_findings_need_the_figures_curves():
+    assert report.findings_table(_figure_points([("kmeans", "none", 2, 1.5, 85.0)]), {}).empty

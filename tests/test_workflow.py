@@ -117,7 +117,7 @@ def test_smoke_workflow_end_to_end(tmp_path):
     for name in ["fig1-lenet5", "fig1-resnet32", "fig2", "fig3-resnet32", "layerwise-lenet5"]:
         for ext in ("pdf", "png"):
             assert (work / f"results/figures/{name}.{ext}").stat().st_size > 1000, name
-    for name in ["table1.md", "table1.tex", "paper_vs_ours.md", "dp_gap.md", "models.csv"]:
+    for name in ["table1.md", "table1.tex", "paper_vs_ours.md", "dp_gap.md", "models.csv", "findings.md"]:
         assert (work / "results/tables" / name).stat().st_size > 0, name
 
     _reference_rows_are_reproduced(work)

@@ -101,11 +101,19 @@ rule points:
         ),
         dp_gap_csv="results/tables/dp_gap.csv",
         dp_gap_tex="results/tables/dp_gap.tex",
+        findings="results/tables/findings.csv",
+        findings_md=report(
+            "results/tables/findings.md",
+            caption="../report/findings.rst",
+            category="Tables",
+        ),
     log:
         "logs/tables/points.log",
     localrule: True
     conda:
         "../envs/netquant.yaml"
+    params:
+        figures={name: config["figures"].get(name, {}) for name in ("fig1", "fig2", "fig3")},
     script:
         "../scripts/points.py"
 

@@ -15,7 +15,7 @@ Inputs
 ``skipped`` {network: reason} for networks that were not run (e.g. AlexNet without ImageNet).
 
 One module per job: ``figures`` (Figures 1-3, layer-wise), ``selection`` (which point each Table 1 row
-shows; heuristics vs DP), ``writers`` (CSV / Markdown / LaTeX), ``paper`` (the paper's numbers, kept only in
+shows; heuristics vs DP), ``findings`` (the paper's findings checked on the curves), ``writers`` (CSV / Markdown / LaTeX), ``paper`` (the paper's numbers, kept only in
 ``paper_numbers.yaml``) and ``paper_vs_ours`` (the comparison page), ``outputs`` (the table rules' files),
 ``labels`` (display names).
 """
@@ -30,6 +30,7 @@ from netquant.report.figures import (
     plot_layerwise,
     save_figure,
 )
+from netquant.report.findings import findings_markdown, findings_table
 from netquant.report.labels import NETWORK_ORDER, importance_label, network_label, ordered_networks
 from netquant.report.outputs import models_table, read_points, write_points, write_table1
 from netquant.report.paper import load_paper_numbers, paper_cell
@@ -49,7 +50,8 @@ from netquant.report.writers import latex_table, markdown_table, write_table, wr
 
 __all__ = [
     "AccuracyScale", "DP_GAP_DISPLAY_COLUMNS", "METHOD_STYLES", "NETWORK_ORDER", "TABLE1_COLUMNS",
-    "TABLE1_DISPLAY_COLUMNS", "TABLE1_ROWS", "Table1Row", "dp_gap_table", "importance_label", "latex_table",
+    "TABLE1_DISPLAY_COLUMNS", "TABLE1_ROWS", "Table1Row", "dp_gap_table", "findings_markdown", "findings_table",
+    "importance_label", "latex_table",
     "load_paper_numbers", "markdown_table", "models_table", "network_label", "ordered_networks", "paper_cell",
     "paper_vs_ours_markdown", "parse_curve", "plot_figure1", "plot_figure2", "plot_figure3", "plot_layerwise",
     "read_points", "row_importance", "save_figure", "select_point", "select_table1", "write_points",

@@ -11,6 +11,7 @@ from typing import Iterable, Mapping
 import pandas as pd
 
 from netquant.io import write_text
+from netquant.report.findings import findings_markdown, findings_table
 from netquant.report.paper_vs_ours import paper_vs_ours_markdown
 from netquant.report.selection import DP_GAP_DISPLAY_COLUMNS, TABLE1_DISPLAY_COLUMNS, dp_gap_table, select_table1
 from netquant.report.writers import write_table_files
@@ -61,10 +62,16 @@ def write_table1(*, curve_tables, model_metrics, file_metrics, out_table, out_ma
     return table1
 
 
-def write_points(curve_tables, *, out_points, out_dp_gap, out_dp_gap_markdown, out_dp_gap_latex) -> pd.DataFrame:
-    """The tidy points table of every curve, and the heuristics-vs-DP table."""
+def write_points(curve_tables, *, out_points, out_dp_gap, out_dp_gap_markdown, out_dp_gap_latex,
+                 figures: Mapping | None = None, out_findings=None, out_findings_markdown=None) -> pd.DataFrame:
+    """The tidy points table of every curve, the heuristics-vs-DP table and, with the config's ``figures``
+    section, the paper's findings checked on the figures' curves."""
     points = read_points(curve_tables)
     write_text(out_points, points.to_csv(index=False))
+    if figures is not None:
+        findings = findings_table(points, figures)
+        write_text(out_findings, findings.to_csv(index=False))
+        write_text(out_findings_markdown, findings_markdown(findings))
     swept = points[points["floor_name"].isna()] if "floor_name" in points else points  # not the searches' probes
     write_table_files(dp_gap_table(swept), out_dp_gap, out_dp_gap_markdown, out_dp_gap_latex,
                       columns=DP_GAP_DISPLAY_COLUMNS)
