@@ -7,9 +7,14 @@ k-means.
 
 Prints, for the same ``--samples`` training samples (seeded choice, unaugmented):
 - seconds of each estimator and of one gradient pass over those samples, and the ratio to it;
-- Spearman rank correlation of the two diagonals over all parameters, and per layer (median);
-- test accuracy of Hessian-weighted k-means with each diagonal, all layers together, k = 4 and 8
-  (2 and 3 bits fixed-length), no fine-tuning, of the decoded network.
+- Spearman rank correlation of each estimate with the exact diagonal over all parameters, and per layer
+  (median), and the ratio of its per-layer mean to the exact one's (min / median / max): the scale across
+  layers is what weighting all layers together depends on;
+- test accuracy of Hessian-weighted k-means with each diagonal, all layers together, k = 4, 8, 16, 32
+  (2 to 5 bits fixed-length), no fine-tuning, of the decoded network.
+
+Estimators: ``becker-lecun`` (the paper's), ``ggn`` (exact Gauss-Newton diagonal, the reference) and
+``ggn-mc`` (its Monte-Carlo estimate).
 """
 
 from __future__ import annotations
@@ -25,6 +30,9 @@ from scipy.stats import spearmanr
 
 from netquant import data, importance, quantize, train
 from netquant.steps import load_network
+
+
+ESTIMATORS = ("ggn", "becker-lecun", "ggn-mc")  # the exact diagonal first: the others are compared with it
 
 
 def seconds(fn):
@@ -57,19 +65,26 @@ def main() -> None:
     gradient_pass()  # warm-up
     t_grad, _ = seconds(gradient_pass)
     estimates, cost = {}, {}
-    for estimator in ("becker-lecun", "ggn"):
+    for estimator in ESTIMATORS:
         cost[estimator], estimates[estimator] = seconds(lambda: importance.hessian_diagonal(
             model, sample, args.samples, estimator=estimator, floor=1e-8))
     flat = {k: torch.cat([v.flatten() for v in h.values()]).numpy() for k, h in estimates.items()}
-    overall = spearmanr(flat["becker-lecun"], flat["ggn"]).statistic
-    per_layer = [spearmanr(estimates["becker-lecun"][n].flatten().numpy(), estimates["ggn"][n].flatten().numpy()
-                           ).statistic for n in estimates["ggn"] if estimates["ggn"][n].numel() > 1]
+    exact = estimates["ggn"]
+    agreement = {}
+    for estimator in ESTIMATORS[1:]:
+        h = estimates[estimator]
+        per_layer = [spearmanr(h[n].flatten().numpy(), exact[n].flatten().numpy()).statistic
+                     for n in exact if exact[n].numel() > 1]
+        scale = [float(h[n].mean() / exact[n].mean()) for n in exact]
+        agreement[estimator] = {"spearman_all": float(spearmanr(flat[estimator], flat["ggn"]).statistic),
+                                "spearman_layer_median": statistics.median(per_layer),
+                                "layer_mean_ratio": [min(scale), statistics.median(scale), max(scale)]}
     names = [n for n, _ in model.named_parameters()]
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     masks = {k: v for k, v in ckpt.masks.items() if k in names}
     accuracy = {}
     for estimator, h in estimates.items():
-        for k in (4, 8):
+        for k in (4, 8, 16, 32):
             qmodel = quantize.quantize_model(state, param_names=names, masks=masks, importance=h,
                                              method="hwkmeans", k=k, scope="all", parameters=names)
             model.load_state_dict(qmodel.state_dict())
@@ -78,15 +93,16 @@ def main() -> None:
     result = {"arch": args.arch, "model": args.model, "samples": args.samples, "threads": args.threads,
               "gradient_pass_s": t_grad, "seconds": cost,
               "cost_vs_gradient": {k: v / t_grad for k, v in cost.items()},
-              "spearman_all": overall, "spearman_layer_median": statistics.median(per_layer),
-              "hwkmeans_accuracy": accuracy,
+              "agreement_with_ggn": agreement, "hwkmeans_accuracy": accuracy,
               "unquantized_accuracy": train.evaluate(model, source.test_batches())["accuracy"]}
     print(f"{args.arch} ({args.model}), {args.samples} samples, {args.threads} thread(s)")
     print(f"  one gradient pass: {t_grad:.1f} s")
     for k in cost:
         print(f"  {k:<13} {cost[k]:8.1f} s = {cost[k] / t_grad:5.2f} gradient passes")
-    print(f"  Spearman rank correlation, all parameters: {overall:.3f}; per layer (median): "
-          f"{result['spearman_layer_median']:.3f}")
+    for k, a in agreement.items():
+        low, mid, high = a["layer_mean_ratio"]
+        print(f"  {k:<13} vs ggn: Spearman {a['spearman_all']:.3f} (all), {a['spearman_layer_median']:.3f} "
+              f"(per layer, median); per-layer mean / ggn's: min {low:.2g}, median {mid:.2g}, max {high:.2g}")
     print(f"  Hessian-weighted k-means, no fine-tuning (unquantized {result['unquantized_accuracy']:.2f}%):")
     for key, value in accuracy.items():
         print(f"    {key:<18} {value:6.2f}%")
