@@ -136,6 +136,7 @@ def _lenet_column_is_reproduced(work: Path, fresh: Path) -> None:
 
     from smoke_subset import _timeless
 
+    fresh.mkdir()
     again = copy_workflow(fresh)
     snakemake("--cores", "2", "results/tables/table1.csv", "--configfile", "config/smoke.yaml", "--config",
               'networks=["lenet5"]', cwd=again)
