@@ -113,7 +113,9 @@ rule points:
     conda:
         "../envs/netquant.yaml"
     params:
-        figures={name: config["figures"].get(name, {}) for name in ("fig1", "fig2", "fig3")},
+        figures={
+            name: config["figures"].get(name, {}) for name in ("fig1", "fig2", "fig3")
+        },
     script:
         "../scripts/points.py"
 
