@@ -63,15 +63,20 @@ def test_the_readme_example_runs_as_written(tmp_path):
     assert "ratio" in run.stdout and (tmp_path / "resnet18.nqz").exists()
 
 
-def test_cli_compress_a_torchvision_model(tmp_path):
+def _image_folder(root, per_class: int, size: int = 40) -> None:
+    """root/train|val/class0|class1/*.png: two classes of plain images."""
     from PIL import Image
 
     for split in ("train", "val"):
         for c in range(2):
-            folder = tmp_path / "images" / split / f"class{c}"
+            folder = root / split / f"class{c}"
             folder.mkdir(parents=True)
-            for i in range(4):
-                Image.new("RGB", (40, 40), (60 * c + 10 * i, 80, 120)).save(folder / f"{i}.png")
+            for i in range(per_class):
+                Image.new("RGB", (size, size), (60 * c + 10 * i, 80, 120)).save(folder / f"{i}.png")
+
+
+def test_cli_compress_a_torchvision_model(tmp_path):
+    _image_folder(tmp_path / "images", per_class=4)
     torch.manual_seed(0)
     torch.save(compress.build_named("torchvision:resnet18", num_classes=2).state_dict(), tmp_path / "w.pt")
     out = subprocess.run(
@@ -120,14 +125,7 @@ def test_largest_ratio_at_a_floor(tmp_path, method):
 
 
 def test_cli_compress_at_a_floor(tmp_path):
-    from torchvision.utils import save_image
-
-    for split in ("train", "val"):
-        for c in range(2):
-            folder = tmp_path / "images" / split / f"class{c}"
-            folder.mkdir(parents=True)
-            for i in range(2):
-                save_image(torch.full((3, 32, 32), 0.2 * c + 0.1 * i), folder / f"{i}.png")
+    _image_folder(tmp_path / "images", per_class=2, size=32)
     out = subprocess.run(
         [sys.executable, "-m", "netquant", "compress", "--arch", "torchvision:shufflenet_v2_x0_5",
          "--num-classes", "2", "--images", str(tmp_path / "images"), "--image-size", "32", "--method", "kmeans", "--floor", "0",

@@ -482,11 +482,28 @@ def mask_ans_encode(masks: list[np.ndarray]) -> bytes:
         kept = int(np.count_nonzero(mask))
         if kept in (0, mask.size):
             continue
-        model = _bernoulli(mask.size, kept)
-        for i in reversed(range(0, mask.size, _ANS_CHUNK)):
-            coder.encode_reverse(mask[i : i + _ANS_CHUNK].astype(np.int32), model)
+        _encode_tensor_mask(coder, mask, kept)
         coded = True
     return coder.get_compressed().astype("<u4").tobytes() if coded else b""
+
+
+def _encode_tensor_mask(coder, flat: np.ndarray, kept: int) -> None:
+    """Push one flat mask onto ``coder`` under its tensor's Bernoulli(kept / size)."""
+    model = _bernoulli(flat.size, kept)
+    for i in reversed(range(0, flat.size, _ANS_CHUNK)):
+        coder.encode_reverse(flat[i : i + _ANS_CHUNK].astype(np.int32), model)
+
+
+def _decode_tensor_mask(coder, size: int, count: int) -> np.ndarray:
+    """Inverse of ``_encode_tensor_mask``: the flat mask, checked to keep ``count`` elements."""
+    model = _bernoulli(size, count)
+    mask = np.empty(size, dtype=bool)
+    for i in range(0, size, _ANS_CHUNK):
+        part = min(_ANS_CHUNK, size - i)
+        mask[i : i + part] = np.asarray(coder.decode(model, part)) != 0
+    if int(np.count_nonzero(mask)) != count:
+        raise CodingError(f"decoded mask keeps {int(np.count_nonzero(mask))} elements, {count} announced")
+    return mask
 
 
 def mask_ans_decode(data: bytes, sizes: list[int], kept: list[int]) -> list[np.ndarray]:
@@ -500,14 +517,7 @@ def mask_ans_decode(data: bytes, sizes: list[int], kept: list[int]) -> list[np.n
             if count in (0, size):
                 masks.append(np.full(size, count == size, dtype=bool))
                 continue
-            model = _bernoulli(size, count)
-            mask = np.empty(size, dtype=bool)
-            for i in range(0, size, _ANS_CHUNK):
-                part = min(_ANS_CHUNK, size - i)
-                mask[i : i + part] = np.asarray(coder.decode(model, part)) != 0
-            if int(np.count_nonzero(mask)) != count:
-                raise CodingError(f"decoded mask keeps {int(np.count_nonzero(mask))} elements, {count} announced")
-            masks.append(mask)
+            masks.append(_decode_tensor_mask(coder, size, count))
     except CodingError:
         raise
     except Exception as exc:  # noqa: BLE001
@@ -596,9 +606,7 @@ def mask_context_encode(masks: list[np.ndarray], shapes: list, use_context: list
         if kept in (0, m.size):
             continue
         if not context:
-            flat = m.reshape(-1)
-            for i in reversed(range(0, flat.size, _ANS_CHUNK)):
-                coder.encode_reverse(flat[i : i + _ANS_CHUNK].astype(np.int32), _bernoulli(flat.size, kept))
+            _encode_tensor_mask(coder, m.reshape(-1), kept)
             coded = True
             continue
         step = max(1, _ANS_CHUNK // max(m.shape[1], 1))
@@ -626,13 +634,7 @@ def mask_context_decode(data: bytes, shapes: list, kept: list[int],
                 masks.append(np.full(size, count == size, dtype=bool))
                 continue
             if counts is None:
-                flat = np.empty(size, dtype=bool)
-                for i in range(0, size, _ANS_CHUNK):
-                    part = min(_ANS_CHUNK, size - i)
-                    flat[i : i + part] = np.asarray(coder.decode(_bernoulli(size, count), part)) != 0
-                if int(flat.sum()) != count:
-                    raise CodingError(f"decoded mask keeps {int(flat.sum())} elements, {count} announced")
-                masks.append(flat)
+                masks.append(_decode_tensor_mask(coder, size, count))
                 continue
             counts = np.asarray(counts, dtype=np.int64)
             if counts.shape != (rows,) or int(counts.sum()) != count or counts.min() < 0 or counts.max() > cols:

@@ -168,6 +168,15 @@ def pruning_masks(model: nn.Module, names: Iterable[str]) -> dict[str, torch.Ten
     return masks
 
 
+def _quantized_and_masks(model: nn.Module, include: str, pruned: str, masks: dict | None):
+    """The parameters :func:`quantize` quantizes and the masks of the pruned ones among them: the given
+    ``masks`` or, with ``pruned="zeros"``, those found from exact zeros."""
+    names = quantized_names(model, include)
+    if masks is None:
+        masks = pruning_masks(model, names) if pruned == "zeros" else {}
+    return names, {name: mask for name, mask in masks.items() if name in names}
+
+
 def importance(model: nn.Module, loader, *, kind: str = "hessian", samples: int = 1000,
                estimator: str = "becker-lecun", adam_steps: int = 1000, adam_lr: float = 1e-4,
                device: str = "auto") -> dict[str, torch.Tensor] | None:
@@ -212,10 +221,7 @@ def quantize(model: nn.Module, importance: dict[str, torch.Tensor] | None = None
 
     if pruned not in ("zeros", "none"):
         raise ValueError(f"pruned must be 'zeros' or 'none', got {pruned!r}")
-    names = quantized_names(model, include)
-    if masks is None:
-        masks = pruning_masks(model, names) if pruned == "zeros" else {}
-    masks = {name: mask for name, mask in masks.items() if name in names}
+    names, masks = _quantized_and_masks(model, include, pruned, masks)
     state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
     rate = {key: value for key, value in {"k": k, "step": step, "lam": lam}.items() if value is not None}
     if bits is not None:
@@ -268,10 +274,8 @@ def largest_ratio(model: nn.Module, importance: dict[str, torch.Tensor] | None, 
     from netquant import search
 
     os.makedirs(folder, exist_ok=True)
-    names = quantized_names(model, quantize_options.get("include", "weights"))
-    masks = quantize_options.get("masks")
-    if masks is None:
-        masks = pruning_masks(model, names) if quantize_options.get("pruned", "zeros") == "zeros" else {}
+    names, masks = _quantized_and_masks(model, quantize_options.get("include", "weights"),
+                                        quantize_options.get("pruned", "zeros"), quantize_options.get("masks"))
     rate_name = quantizers.rate_parameter(method)
     kept = quantizers.kept_values(model.state_dict(), names, masks)
     h = None if importance is None else quantizers.kept_values(importance, names, masks)
