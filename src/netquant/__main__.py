@@ -8,8 +8,9 @@ Commands:
   compress --arch NAME [--weights FILE] (--images DIR | --dataset NAME --data-root DIR) --method M
            (--bits B | --k K | --step S | --lam L) --out FILE.nqz
                               compress your own model (torchvision:<name> or package.module:callable)
-  reference --out reference/cpu --command "snakemake ..." [--results results] [--logs logs] [--force]
+  reference --out reference/cpu --command "snakemake ..." [--results results] [--logs logs] [--force | --add]
                               keep a finished run's figures, tables and Table 1 files, with provenance
+  readme README.md            generate the README's tables of reference results again from reference/
 """
 
 from __future__ import annotations
@@ -107,9 +108,28 @@ def _compress(args: argparse.Namespace) -> int:
 def _reference(args: argparse.Namespace) -> int:
     from netquant import reference
 
+    config = {}
+    if args.add:
+        import yaml
+
+        configfile = Path(args.configfile or Path(args.run_folder) / "config" / "config.yaml")
+        if not configfile.exists():
+            raise FileNotFoundError(f"{configfile} not found: --add needs the run's config (--configfile) for "
+                                    "Figure 2's curves and the findings")
+        config = yaml.safe_load(configfile.read_text())
     readme = reference.collect(args.results, args.out, command=args.run_command, logs=args.logs,
-                               run_folder=args.run_folder, replace=args.force)
+                               run_folder=args.run_folder, replace=args.force, add=args.add,
+                               figures=config.get("figures"), scale=config.get("scale", ""))
     print(f"wrote {readme.parent}/ (see {readme})")
+    return 0
+
+
+def _readme(args: argparse.Namespace) -> int:
+    from netquant import reference
+    from netquant.io import write_text
+
+    write_text(args.readme, reference.refreshed_readme(args.readme))
+    print(f"wrote {args.readme}: its reference tables generated again")
     return 0
 
 
@@ -172,7 +192,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--logs", default="logs")
     p.add_argument("--run-folder", default=".", help="the checkout the run used (for its commit)")
     p.add_argument("--force", action="store_true", help="replace the reference folder if it exists")
+    p.add_argument("--add", action="store_true",
+                   help="add this run's networks to an existing reference folder (the others' results stay)")
+    p.add_argument("--configfile", help="with --add: the run's config (default: RUN_FOLDER/config/config.yaml)")
     p.set_defaults(run=_reference)
+
+    p = commands.add_parser("readme", help="generate a README's reference tables again from their folders")
+    p.add_argument("readme", help="a Markdown file with '<!-- reference: ... -->' blocks, e.g. README.md")
+    p.set_defaults(run=_readme)
     return parser
 
 

@@ -2,10 +2,11 @@
 
 ``collect`` copies a finished run's figures, tables, points, model metrics and the compressed file of
 every Table 1 row into one folder, renames each row's file after its row and floor
-(``files/<net>/<row>-<floor>.nqz``) and
-points Table 1's ``path`` column at it, checks that each file's size gives the row's ratio, and writes a
-README with the provenance: commit, command, machine, and the wall time of every stage read from
-Snakemake's benchmark files. ``python -m netquant evaluate`` on any of the files reproduces its row.
+(``files/<net>/<row>-<floor>.nqz``) and points Table 1's ``path`` column at it, checks that each file's
+size gives the row's ratio, and writes each network's run page ``<net>/RUN.md`` (commit, command, machine,
+the wall time of every stage read from Snakemake's benchmark files) and the folder's README. Runs of
+different networks share one folder: a later run is added to it (``add``). ``python -m netquant evaluate``
+on any of the files reproduces its row.
 """
 
 from __future__ import annotations
@@ -106,59 +107,138 @@ def _row_files(table1: pd.DataFrame, results: Path, out: Path) -> pd.DataFrame:
     return table1
 
 
+# Tables with one row group per network: adding a run replaces its networks' rows and keeps the others'.
+NETWORK_TABLES = ("points.csv", "models.csv", "dp_gap.csv")
+# Figures drawn from several networks at once: redrawn from the merged points when a run is added.
+SHARED_FIGURES = ("fig2",)
+
+
+def _merged(old: pd.DataFrame | None, new: pd.DataFrame, networks: list[str]) -> pd.DataFrame:
+    """``old`` without ``networks``' rows, then ``new``, in the paper's network order."""
+    kept = new.iloc[0:0] if old is None else old[~old["network"].isin(networks)]
+    merged = pd.concat([kept, new], ignore_index=True) if not kept.empty else new
+    order = {net: i for i, net in enumerate(report.ordered_networks(set(merged["network"])))}
+    return merged.sort_values("network", key=lambda c: c.map(order), kind="stable").reset_index(drop=True)
+
+
+def _read(path: Path) -> pd.DataFrame | None:
+    return pd.read_csv(path) if path.exists() else None
+
+
 def collect(results: str | os.PathLike, out: str | os.PathLike, *, command: str,
-            logs: str | os.PathLike = "logs", run_folder: str | os.PathLike = ".", replace: bool = False) -> Path:
+            logs: str | os.PathLike = "logs", run_folder: str | os.PathLike = ".", replace: bool = False,
+            add: bool = False, figures: dict | None = None, scale: str = "") -> Path:
     """Copy a finished run (``results``, ``logs``) into the reference folder ``out`` and write its README.
 
-    ``command``: the command that produced the run, quoted in the README. An existing ``out`` is replaced
-    only with ``replace``. Returns the README's path.
+    ``command``: the command that produced the run, quoted in its networks' ``<net>/RUN.md``. An existing
+    ``out`` is replaced only with ``replace``; with ``add`` the run's networks are added to it (their rows,
+    files and model folders replace the ones there, the other networks' stay), and what is drawn from all
+    networks at once (Figure 2, paper vs ours, findings, the DP table) is rebuilt from the merged tables;
+    ``figures`` (the config's section) and ``scale`` say how. The folder is built beside ``out`` and moved
+    into place when complete. Returns the README's path.
     """
     results, out, logs, run_folder = Path(results), Path(out), Path(logs), Path(run_folder)
-    if out.exists() and not replace:
-        raise FileExistsError(f"{out} exists; give another folder, or --force to replace it")
+    if add and replace:
+        raise ValueError("give add or replace, not both")
+    if add and not (out / "tables" / "table1.csv").exists():
+        raise FileNotFoundError(f"{out / 'tables' / 'table1.csv'} not found: there is no reference folder to add "
+                                "to; collect a first run without --add")
+    if add and figures is None:
+        raise ValueError("adding a run rebuilds Figure 2 and the findings: give the config's figures section")
+    if out.exists() and not (replace or add):
+        raise FileExistsError(f"{out} exists; give another folder, --add to add this run's networks to it, "
+                              "or --force to replace it")
     tables = results / "tables"
     if not (tables / "table1.csv").exists():
         raise FileNotFoundError(f"{tables / 'table1.csv'} not found: finish the run (snakemake table1) first")
+    missing = [name for name in NETWORK_TABLES if add and not (tables / name).exists()]
+    if missing:
+        raise FileNotFoundError(f"{tables}: no {', '.join(missing)}; finish the run (snakemake all) before adding it")
+    run_table1 = pd.read_csv(tables / "table1.csv")
+    networks = report.ordered_networks(set(run_table1["network"]))
+    staging = out.with_name(out.name + ".partial")
+    if staging.exists():
+        shutil.rmtree(staging)
+    try:
+        if add:
+            shutil.copytree(out, staging)
+            for net in networks:
+                for folder in (staging / "files" / net, staging / net):
+                    if folder.exists():
+                        shutil.rmtree(folder)
+        for figure in sorted((results / "figures").glob("*")):
+            if not (add and figure.stem in SHARED_FIGURES):
+                _copy(figure, staging / "figures" / figure.name)
+        run_table1 = _row_files(run_table1, results, staging)
+        old = (lambda name: _read(staging / "tables" / name)) if add else (lambda name: None)
+        table1 = _merged(old("table1.csv"), run_table1, networks)
+        report.write_table_files(table1, staging / "tables" / "table1.csv", staging / "tables" / "table1.md",
+                                 staging / "tables" / "table1.tex", columns=(*report.TABLE1_DISPLAY_COLUMNS, "path"))
+        for table in sorted(tables.glob("*")):
+            if table.name.startswith("table1."):
+                continue
+            if add and table.name in NETWORK_TABLES:
+                write_text(staging / "tables" / table.name,
+                           _merged(old(table.name), pd.read_csv(table), networks).to_csv(index=False))
+            elif not add or table.name not in _DERIVED:
+                _copy(table, staging / "tables" / table.name)
+        if add:
+            _rebuild_shared(staging, table1, figures, scale)
+        for net in networks:
+            for variant in ("baseline", "pruned"):
+                for name in MODEL_FILES:
+                    if (results / net / variant / name).exists():
+                        _copy(results / net / variant / name, staging / net / variant / name)
+                for summary in sorted((results / net / variant / "importance").glob("*.json")):
+                    _copy(summary, staging / net / variant / "importance" / summary.name)
+        times = stage_times(logs)
+        provenance = _provenance(command=command, commit=_git_commit(run_folder), networks=networks)
+        for net in networks:
+            write_text(staging / net / "RUN.md", _run_page(net, provenance, times))
+        write_text(staging / "README.md", _readme(staging, table1))
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     if out.exists():
-        shutil.rmtree(out)
-    for figure in sorted((results / "figures").glob("*")):
-        _copy(figure, out / "figures" / figure.name)
-    for table in sorted(tables.glob("*")):
-        if table.name not in ("table1.csv", "table1.md", "table1.tex"):
-            _copy(table, out / "tables" / table.name)
-    table1 = _row_files(pd.read_csv(tables / "table1.csv"), results, out)
-    report.write_table_files(table1, out / "tables" / "table1.csv", out / "tables" / "table1.md",
-                             out / "tables" / "table1.tex", columns=(*report.TABLE1_DISPLAY_COLUMNS, "path"))
-    for net_folder in sorted(p for p in results.iterdir() if p.is_dir() and p.name in report.NETWORK_ORDER):
-        for variant in ("baseline", "pruned"):
-            for name in MODEL_FILES:
-                if (net_folder / variant / name).exists():
-                    _copy(net_folder / variant / name, out / net_folder.name / variant / name)
-            for summary in sorted((net_folder / variant / "importance").glob("*.json")):
-                _copy(summary, out / net_folder.name / variant / "importance" / summary.name)
-    times = stage_times(logs)
-    write_text(out / "README.md", _readme(table1, times, command=command, commit=_git_commit(run_folder)))
+        previous = out.with_name(out.name + ".previous")
+        out.rename(previous)
+        staging.rename(out)
+        shutil.rmtree(previous)
+    else:
+        staging.rename(out)
     return out / "README.md"
 
 
-def _readme(table1: pd.DataFrame, times: pd.DataFrame, *, command: str, commit: str) -> str:
+# What is drawn from all networks' tables: rebuilt from the merged tables when a run is added.
+_DERIVED = ("findings.csv", "findings.md", "dp_gap.md", "dp_gap.tex", "paper_vs_ours.md")
+
+
+def _rebuild_shared(folder: Path, table1: pd.DataFrame, figures: dict, scale: str) -> None:
+    tables = folder / "tables"
+    points = report.read_points([tables / "points.csv"])
+    findings = report.findings_table(points, figures)
+    write_text(tables / "findings.csv", findings.to_csv(index=False))
+    write_text(tables / "findings.md", report.findings_markdown(findings))
+    dp_gap = pd.read_csv(tables / "dp_gap.csv")
+    report.write_table_files(dp_gap, tables / "dp_gap.csv", tables / "dp_gap.md", tables / "dp_gap.tex",
+                             columns=report.DP_GAP_DISPLAY_COLUMNS)
+    write_text(tables / "paper_vs_ours.md",
+               report.paper_vs_ours_markdown(table1, pd.read_csv(tables / "models.csv"), {}, scale))
+    curves = {net: names for net, names in figures.get("fig2", {}).items() if net in set(points["network"])}
+    if curves:
+        report.plot_figure2(points, curves, folder / "figures" / "fig2.pdf", folder / "figures" / "fig2.png")
+
+
+def _provenance(*, command: str, commit: str, networks: list[str]) -> list[str]:
+    return [f"- networks: {', '.join(report.network_label(n) for n in networks)}", f"- commit: `{commit}`",
+            f"- command: `{command}`", f"- machine: {machine_description()}"]
+
+
+def _run_page(network: str, provenance: list[str], times: pd.DataFrame) -> str:
     by_rule = times.groupby("rule", sort=False).agg(jobs=("job", "size"), seconds=("seconds", "sum"),
                                                      longest=("seconds", "max")).reset_index()
     lines = [
-        "# Reference results",
-        "",
-        "What one run of the workflow measured, kept so that it can be read and checked without running it.",
-        "",
-        f"- commit: `{commit}`",
-        f"- command: `{command}`",
-        f"- machine: {machine_description()}",
-        "",
-        "Check any row of Table 1 (`tables/table1.csv`, column `path`) in a minute:",
-        "",
-        "```bash",
-        "python -m netquant evaluate files/<network>/<row>.nqz --data-root /path/to/data --json",
-        "```",
-        "",
+        f"# The run behind the {report.network_label(network)} results", "", *provenance, "",
         "## Wall time of each stage",
         "",
         "Sums over the jobs of a rule (Snakemake's `benchmark:` files); jobs ran "
@@ -173,5 +253,115 @@ def _readme(table1: pd.DataFrame, times: pd.DataFrame, *, command: str, commit: 
               "| rule | job | seconds | peak memory (MiB) |", "|---|---|---|---|"]
     for _, r in times.iterrows():
         lines.append(f"| {r['rule']} | {r['job']} | {r['seconds']:.0f} | {r['max_rss_mib']:.0f} |")
-    lines += ["", "## Table 1", "", report.markdown_table(table1, (*report.TABLE1_DISPLAY_COLUMNS, "path")), ""]
+    return "\n".join(lines) + "\n"
+
+
+def _readme(folder: Path, table1: pd.DataFrame) -> str:
+    lines = [
+        "# Reference results",
+        "",
+        "What runs of the workflow measured, kept so that they can be read and checked without running them.",
+        "Each network's run (commit, command, machine, wall time of every stage) is described in "
+        "`<network>/RUN.md`:",
+        "",
+    ]
+    for net in report.ordered_networks(set(table1["network"])):
+        page = folder / net / "RUN.md"
+        if page.exists():
+            header = [line for line in page.read_text().splitlines() if line.startswith(("- commit", "- machine"))]
+            lines.append(f"- [{report.network_label(net)}]({net}/RUN.md): " + "; ".join(
+                h[2:] for h in header))
+    lines += [
+        "",
+        "Check any row of Table 1 (`tables/table1.csv`, column `path`) in a minute:",
+        "",
+        "```bash",
+        "python -m netquant evaluate files/<network>/<row>.nqz --data-root /path/to/data --json",
+        "```",
+        "",
+        "## Table 1",
+        "",
+        report.markdown_table(table1, (*report.TABLE1_DISPLAY_COLUMNS, "path")),
+        "",
+    ]
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------- README tables from a reference
+# A README block is generated between "<!-- reference: SPEC -->" and "<!-- end reference -->", where SPEC
+# is "table1 NETWORK FOLDER" (a network's Table 1 rows kept in FOLDER) or "rerun NETWORK FOLDER OTHER"
+# (how far each row moved between two runs kept in two folders). Folders are relative to the README.
+_BLOCK = re.compile(r"(<!-- reference: (?P<spec>[^>]*?) -->\n)(?P<body>.*?)(<!-- end reference -->)", re.S)
+_SHOWN = ("selected", "fallback", "model")
+
+
+def _rows_shown(folder: Path, network: str) -> pd.DataFrame:
+    table1 = pd.read_csv(folder / "tables" / "table1.csv")
+    rows = table1[(table1["network"] == network) & table1["status"].isin(_SHOWN)]
+    if rows.empty:
+        raise ValueError(f"{folder / 'tables' / 'table1.csv'} has no {network} rows")
+    return rows.fillna({"floor_name": "", "path": ""})
+
+
+def _accuracy(row) -> str:
+    text = f"{row.accuracy:.2f}%"
+    if isinstance(row.seeds, (int, float)) and row.seeds > 1 and math.isfinite(row.accuracy_spread):
+        text += f" ± {row.accuracy_spread:.2f}"
+    return text + (" (below the floor)" if row.status == "fallback" else "")
+
+
+def _paper(row) -> str:
+    if not math.isfinite(row.paper_accuracy):
+        return "-"
+    ratio = f" / {row.paper_ratio:.2f}x" if math.isfinite(row.paper_ratio) else ""
+    return f"{row.paper_accuracy:.2f}%{ratio}"
+
+
+def table1_block(folder: Path, network: str) -> str:
+    """A network's Table 1 rows as the README shows them: each row at each floor, our accuracy (the mean
+    over the fine-tuning seeds ± half their range), the ratio of the row's file, the paper's numbers."""
+    lines = ["| row | floor | ours: accuracy | ours: ratio | paper: accuracy / ratio | file |",
+             "|---|---|---|---|---|---|"]
+    for row in _rows_shown(folder, network).itertuples():
+        ratio = f"{row.ratio:.2f}x" if math.isfinite(row.ratio) else "-"
+        path = f"`{row.path}`" if row.path else "-"
+        lines.append(f"| {row.label} | {row.floor_name or '-'} | {_accuracy(row)} | {ratio} | {_paper(row)} | {path} |")
+    return "\n".join(lines) + "\n"
+
+
+def rerun_block(folder: Path, other: Path, network: str) -> str:
+    """How far each of a network's Table 1 rows moved between the runs kept in ``folder`` and ``other``."""
+    key = ["row", "floor_name"]
+    first, second = _rows_shown(folder, network), _rows_shown(other, network)
+    both = first.merge(second, on=key, suffixes=("_a", "_b"), how="outer", sort=False)
+    lines = [f"| row | floor | `{folder.name}`: accuracy / ratio | `{other.name}`: accuracy / ratio | "
+             "moved: accuracy / ratio |", "|---|---|---|---|---|"]
+    for _, r in both.iterrows():
+        cells = []
+        for side in ("a", "b"):
+            acc, ratio = r[f"accuracy_{side}"], r[f"ratio_{side}"]
+            cells.append(("-" if pd.isna(acc) else f"{acc:.2f}%") + ("" if pd.isna(ratio) else f" / {ratio:.2f}x"))
+        moved_acc = r["accuracy_b"] - r["accuracy_a"]
+        moved = "-" if pd.isna(moved_acc) else f"{moved_acc:+.2f} points"
+        if not (pd.isna(r["ratio_a"]) or pd.isna(r["ratio_b"])):
+            moved += f" / {100 * (r['ratio_b'] / r['ratio_a'] - 1):+.1f}%"
+        label = r["label_a"] if isinstance(r["label_a"], str) else r["label_b"]
+        lines.append(f"| {label} | {r['floor_name'] or '-'} | {cells[0]} | {cells[1]} | {moved} |")
+    return "\n".join(lines) + "\n"
+
+
+def _render(spec: str, root: Path) -> str:
+    words = spec.split()
+    if len(words) == 3 and words[0] == "table1":
+        return table1_block(root / words[2], words[1])
+    if len(words) == 4 and words[0] == "rerun":
+        return rerun_block(root / words[2], root / words[3], words[1])
+    raise ValueError(f"README block '<!-- reference: {spec} -->': expected 'table1 NETWORK FOLDER' or "
+                     "'rerun NETWORK FOLDER OTHER_FOLDER'")
+
+
+def refreshed_readme(readme: str | os.PathLike) -> str:
+    """The text of ``readme`` with every reference block generated again from its folders."""
+    readme = Path(readme)
+    return _BLOCK.sub(lambda m: m.group(1) + _render(m.group("spec"), readme.parent) + m.group(4),
+                      readme.read_text())

@@ -62,8 +62,8 @@ def paper_vs_ours_markdown(table1: pd.DataFrame, models: pd.DataFrame, skipped: 
     """
     paper = load_paper_numbers() if paper is None else paper
     skipped = dict(skipped or {})
-    table1 = table1.fillna({c: "" for c in ("note", "rate_name", "importance", "method", "path", "floor_name")
-                            if c in table1})
+    text_columns = [c for c in ("note", "rate_name", "importance", "method", "path", "floor_name") if c in table1]
+    table1 = table1.astype({c: object for c in text_columns}).fillna({c: "" for c in text_columns})
     networks = ordered_networks(set(table1["network"]) | set(skipped))
     out = [
         "# Paper vs ours",

@@ -19,9 +19,9 @@ COLUMN_HEADERS = {
     "clusters": "Clusters", "bits_huffman": "Bits (Huffman)", "accuracy": "Accuracy (%)", "top5": "Top-5 (%)",
     "ratio": "Ratio", "floor": "Floor (%)", "paper_accuracy": "Paper acc. (%)", "paper_ratio": "Paper ratio",
     "diff_accuracy": "Diff. acc.", "diff_ratio": "Diff. ratio", "variant": "Variant", "scope": "Scope",
-    "finetuned": "Fine-tuned", "heuristic": "Heuristic", "optimum": "Optimum",
-    "bits_huffman_heuristic": "Bits heur.", "bits_huffman_optimum": "Bits opt.",
-    "accuracy_heuristic": "Acc. heur. (%)", "accuracy_optimum": "Acc. opt. (%)",
+    "finetuned": "Fine-tuned", "heuristic": "Heuristic", "optimum": "DP solver",
+    "bits_huffman_heuristic": "Bits heur.", "bits_huffman_optimum": "Bits DP",
+    "accuracy_heuristic": "Acc. heur. (%)", "accuracy_optimum": "Acc. DP (%)",
     "accuracy_gap": "Acc. gap", "bits_gap": "Bits gap", "floor_name": "Accuracy floor",
     "accuracy_spread": "+/- (seeds)", "seeds": "Seeds",
 }

@@ -1,0 +1,121 @@
+"""Reference folders: a run's results kept with their files, and runs of different networks in one folder."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from netquant import compress, container, models, reference, report
+
+FIGURES = {"fig2": {}}  # no figure-2 curves: the shared figure is not drawn here
+
+
+def _finished_run(folder: Path, accuracies: dict[str, float], *, ratio_file: bool = True) -> Path:
+    """The tables, one Table 1 file per network and the benchmark logs of a finished run of ``accuracies``'s
+    networks (each network's uniform row at its accuracy)."""
+    results = folder / "results"
+    tables = results / "tables"
+    tables.mkdir(parents=True)
+    torch.manual_seed(0)
+    rows, points, model_rows = [], [], []
+    for net, accuracy in accuracies.items():
+        path = results / net / "pruned" / "search" / "uniform.nqz"
+        path.parent.mkdir(parents=True)
+        m = compress.save(compress.quantize(models.build("lenet5"), method="uniform", bits=2), path)
+        rows.append({**{c: math.nan for c in report.TABLE1_COLUMNS}, "network": net, "row": "uniform",
+                     "label": "Uniform quantization", "floor_name": "paper", "status": "selected",
+                     "accuracy": accuracy, "ratio": m["ratio_file"] * (1 if ratio_file else 2),
+                     "path": str(path)})
+        points.append({"network": net, "variant": "pruned", "method": "uniform", "accuracy": accuracy})
+        model_rows += [{"network": net, "variant": variant, "accuracy": accuracy, "top5": math.nan,
+                        "parameters": 431080, "nonzeros": 431080 // (1 if variant == "baseline" else 10),
+                        "ratio_file": math.nan, "file_bytes": math.nan} for variant in ("baseline", "pruned")]
+    pd.DataFrame(rows).to_csv(tables / "table1.csv", index=False)
+    pd.DataFrame(points).to_csv(tables / "points.csv", index=False)
+    pd.DataFrame(model_rows).to_csv(tables / "models.csv", index=False)
+    pd.DataFrame(columns=report.DP_GAP_DISPLAY_COLUMNS).to_csv(tables / "dp_gap.csv", index=False)
+    (tables / "paper_vs_ours.md").write_text("# Paper vs ours\n")
+    bench = folder / "logs" / "benchmarks" / "sweep"
+    bench.mkdir(parents=True)
+    for net in accuracies:
+        (bench / f"{net}-uniform.tsv").write_text("s\tmax_rss\n12.5\t300\n")
+    return folder
+
+
+def test_a_run_is_kept_with_its_files_and_its_run_page(tmp_path):
+    run = _finished_run(tmp_path / "run", {"lenet5": 99.3, "resnet32": 91.7})
+    readme = reference.collect(run / "results", tmp_path / "ref", command="snakemake --cores 2", logs=run / "logs",
+                               run_folder=run)
+    table1 = pd.read_csv(tmp_path / "ref/tables/table1.csv")
+    assert list(table1["path"]) == ["files/lenet5/uniform-paper.nqz", "files/resnet32/uniform-paper.nqz"]
+    for row in table1.itertuples():
+        assert container.metrics(tmp_path / "ref" / row.path)["ratio_file"] == pytest.approx(row.ratio)
+    for net in ("lenet5", "resnet32"):
+        page = (tmp_path / f"ref/{net}/RUN.md").read_text()
+        assert "snakemake --cores 2" in page and "| sweep | 2 | 25 | 12 |" in page
+    assert "lenet5/RUN.md" in readme.read_text() and "machine:" in readme.read_text()
+    with pytest.raises(FileExistsError, match="--add"):
+        reference.collect(run / "results", tmp_path / "ref", command="again", logs=run / "logs", run_folder=run)
+
+
+def test_adding_a_run_replaces_its_networks_and_keeps_the_others(tmp_path):
+    first = _finished_run(tmp_path / "first", {"lenet5": 99.3, "resnet32": 91.7})
+    second = _finished_run(tmp_path / "second", {"lenet5": 99.4})
+    ref = tmp_path / "ref"
+    reference.collect(first / "results", ref, command="first run", logs=first / "logs", run_folder=first)
+    resnet_file = (ref / "files/resnet32/uniform-paper.nqz").read_bytes()
+    reference.collect(second / "results", ref, command="second run", logs=second / "logs", run_folder=second,
+                      add=True, figures=FIGURES, scale="cpu")
+    table1 = pd.read_csv(ref / "tables/table1.csv").set_index("network")
+    assert table1.loc["lenet5", "accuracy"] == 99.4 and table1.loc["resnet32", "accuracy"] == 91.7
+    points = pd.read_csv(ref / "tables/points.csv").set_index("network")
+    assert points.loc["lenet5", "accuracy"] == 99.4 and points.loc["resnet32", "accuracy"] == 91.7
+    assert list(pd.read_csv(ref / "tables/models.csv")["network"]) == ["lenet5"] * 2 + ["resnet32"] * 2
+    assert "second run" in (ref / "lenet5/RUN.md").read_text()
+    assert "first run" in (ref / "resnet32/RUN.md").read_text()
+    assert (ref / "files/resnet32/uniform-paper.nqz").read_bytes() == resnet_file
+    assert (ref / "tables/findings.md").exists() and (ref / "tables/dp_gap.md").exists()
+    assert not (tmp_path / "ref.partial").exists()
+
+
+def test_a_failed_collect_leaves_the_reference_folder_as_it_was(tmp_path):
+    first = _finished_run(tmp_path / "first", {"lenet5": 99.3, "resnet32": 91.7})
+    broken = _finished_run(tmp_path / "broken", {"lenet5": 99.4}, ratio_file=False)  # tables and files disagree
+    ref = tmp_path / "ref"
+    reference.collect(first / "results", ref, command="first run", logs=first / "logs", run_folder=first)
+    before = {p: p.read_bytes() for p in ref.rglob("*") if p.is_file()}
+    with pytest.raises(ValueError, match="do not belong together"):
+        reference.collect(broken / "results", ref, command="broken", logs=broken / "logs", run_folder=broken,
+                          add=True, figures=FIGURES, scale="cpu")
+    assert {p: p.read_bytes() for p in ref.rglob("*") if p.is_file()} == before
+    assert not (tmp_path / "ref.partial").exists()
+    with pytest.raises(FileNotFoundError, match="without --add"):
+        reference.collect(first / "results", tmp_path / "none", command="x", logs=first / "logs", add=True,
+                          figures=FIGURES)
+
+
+def test_readme_blocks_are_generated_from_their_reference_folders(tmp_path):
+    for name, accuracy in (("ref", 99.3), ("rerun", 99.1)):
+        run = _finished_run(tmp_path / f"run-{name}", {"lenet5": accuracy})
+        reference.collect(run / "results", tmp_path / name, command=name, logs=run / "logs", run_folder=run)
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n<!-- reference: table1 lenet5 ref -->\nstale\n<!-- end reference -->\n"
+                      "<!-- reference: rerun lenet5 ref rerun -->\n<!-- end reference -->\ntail\n")
+    text = reference.refreshed_readme(readme)
+    assert "stale" not in text and text.endswith("tail\n")
+    assert "| Uniform quantization | paper | 99.30% |" in text
+    assert "| Uniform quantization | paper | 99.30% / " in text and "| -0.20 points / +0.0% |" in text
+    readme.write_text("<!-- reference: figure lenet5 ref -->\n<!-- end reference -->\n")
+    with pytest.raises(ValueError, match="expected 'table1 NETWORK FOLDER'"):
+        reference.refreshed_readme(readme)
+
+
+def test_the_readme_tables_match_the_committed_reference_results():
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    assert "<!-- reference: table1 lenet5 reference/cpu -->" in readme.read_text()
+    assert reference.refreshed_readme(readme) == readme.read_text(), \
+        "README.md's reference tables are stale: run python -m netquant readme README.md"
