@@ -27,7 +27,7 @@ def _finished_run(folder: Path, accuracies: dict[str, float], *, ratio_file: boo
         path.parent.mkdir(parents=True)
         m = compress.save(compress.quantize(models.build("lenet5"), method="uniform", bits=2), path)
         rows.append({**{c: math.nan for c in report.TABLE1_COLUMNS}, "network": net, "row": "uniform",
-                     "label": "Uniform quantization", "floor_name": "paper", "status": "selected",
+                     "label": "Uniform quantization", "floor_name": "paper", "status": "selected", "method": "uniform",
                      "accuracy": accuracy, "ratio": m["ratio_file"] * (1 if ratio_file else 2),
                      "path": str(path)})
         points.append({"network": net, "variant": "pruned", "method": "uniform", "accuracy": accuracy})
@@ -43,13 +43,17 @@ def _finished_run(folder: Path, accuracies: dict[str, float], *, ratio_file: boo
     bench.mkdir(parents=True)
     for net in accuracies:
         (bench / f"{net}-uniform.tsv").write_text("s\tmax_rss\n12.5\t300\n")
+    snakemake_logs = folder / ".snakemake" / "log"
+    snakemake_logs.mkdir(parents=True)
+    for start, elapsed in (("T1", "0:59:30.5"), ("T2", "1 day, 0:01:00.0")):  # a run resumed once
+        (snakemake_logs / f"{start}.snakemake.log").write_text(f"...\n39 of 39 steps done\nElapsed time: {elapsed}\n")
     return folder
 
 
 def test_a_run_is_kept_with_its_files_and_its_run_page(tmp_path):
     run = _finished_run(tmp_path / "run", {"lenet5": 99.3, "resnet32": 91.7})
     readme = reference.collect(run / "results", tmp_path / "ref", command="snakemake --cores 2", logs=run / "logs",
-                               run_folder=run)
+                               run_folder=run, note="resumed once")
     table1 = pd.read_csv(tmp_path / "ref/tables/table1.csv")
     assert list(table1["path"]) == ["files/lenet5/uniform-paper.nqz", "files/resnet32/uniform-paper.nqz"]
     for row in table1.itertuples():
@@ -57,6 +61,8 @@ def test_a_run_is_kept_with_its_files_and_its_run_page(tmp_path):
     for net in ("lenet5", "resnet32"):
         page = (tmp_path / f"ref/{net}/RUN.md").read_text()
         assert "snakemake --cores 2" in page and "| sweep | 2 | 25 | 12 |" in page
+        assert "- wall time: 1500.5 min, summed over 2 Snakemake invocations" in page
+        assert "- note: resumed once" in page
     assert "lenet5/RUN.md" in readme.read_text() and "machine:" in readme.read_text()
     with pytest.raises(FileExistsError, match="--add"):
         reference.collect(run / "results", tmp_path / "ref", command="again", logs=run / "logs", run_folder=run)
@@ -104,11 +110,15 @@ def test_readme_blocks_are_generated_from_their_reference_folders(tmp_path):
         reference.collect(run / "results", tmp_path / name, command=name, logs=run / "logs", run_folder=run)
     readme = tmp_path / "README.md"
     readme.write_text("# x\n<!-- reference: table1 lenet5 ref -->\nstale\n<!-- end reference -->\n"
-                      "<!-- reference: rerun lenet5 ref rerun -->\n<!-- end reference -->\ntail\n")
+                      "<!-- reference: rerun lenet5 ref rerun -->\n<!-- end reference -->\n"
+                      "<!-- reference: coding lenet5 ref -->\n<!-- end reference -->\ntail\n")
     text = reference.refreshed_readme(readme)
     assert "stale" not in text and text.endswith("tail\n")
     assert "| Uniform quantization | paper | 99.30% |" in text
     assert "| Uniform quantization | paper | 99.30% / " in text and "| -0.20 points / +0.0% |" in text
+    m = container.metrics(tmp_path / "ref/files/lenet5/uniform-paper.nqz")
+    assert (f"| Uniform quantization | paper | huffman, {m['bits_per_weight']['in_file']:.3f} | "
+            f"{m['label_entropy_bits']:.3f} | deep-compression, ") in text
     readme.write_text("<!-- reference: figure lenet5 ref -->\n<!-- end reference -->\n")
     with pytest.raises(ValueError, match="expected 'table1 NETWORK FOLDER'"):
         reference.refreshed_readme(readme)

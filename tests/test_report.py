@@ -6,6 +6,8 @@ import jinja2
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from docutils.core import publish_parts
 from matplotlib.colors import to_hex
 
@@ -364,7 +366,7 @@ def test_paper_vs_ours_markdown():
     assert "## Table 1: LeNet-5 / MNIST" in page and "## Table 1: AlexNet / ImageNet" in page
     assert "Not run: imagenet_root is not set." in page
     assert "- AlexNet / ImageNet: not run: imagenet_root is not set." in page
-    assert "Accuracy floor: 99.22% (pruned model 99.22% minus a tolerance of 0.00 points)" in page
+    assert "Accuracy floor `pruned`: 99.22% (pruned model 99.22% minus a tolerance of 0.00 points)" in page
     assert "largest compression ratio" in page
     uniform = _cell(table, "lenet5", "uniform")
     expected = (f"| Uniform quantization | pruned (sweep) | 99.28 | {uniform['accuracy']:.2f} | - | "
@@ -489,3 +491,16 @@ def test_findings_compare_curves_at_the_same_rate_budget():
 
 def test_findings_need_the_figures_curves():
     assert report.findings_table(_figure_points([("kmeans", "none", 2, 1.5, 85.0)]), {}).empty
+
+
+@settings(max_examples=60, deadline=None)
+@given(reference=st.floats(50, 100), accuracies=st.lists(st.floats(0, 100), min_size=1, max_size=20))
+def test_accuracy_axis_ticks_are_real_accuracies_inside_the_axis_in_order(reference, accuracies):
+    scale = report.AccuracyScale(reference)
+    values = np.array(accuracies)
+    assert np.allclose(scale.inverse(scale.forward(values)), values, atol=1e-6)
+    limits = scale.limits(accuracies)
+    ticks = scale.ticks(limits)
+    assert ticks == sorted(ticks)
+    assert all(max(limits[0], 0) - 1e-9 <= t <= min(limits[1], 100) + 1e-9 for t in ticks)
+    assert np.all(np.diff(scale.forward(np.array(ticks))) > 0)

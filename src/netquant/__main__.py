@@ -119,7 +119,7 @@ def _reference(args: argparse.Namespace) -> int:
         config = yaml.safe_load(configfile.read_text())
     readme = reference.collect(args.results, args.out, command=args.run_command, logs=args.logs,
                                run_folder=args.run_folder, replace=args.force, add=args.add,
-                               figures=config.get("figures"), scale=config.get("scale", ""))
+                               figures=config.get("figures"), scale=config.get("scale", ""), note=args.note)
     print(f"wrote {readme.parent}/ (see {readme})")
     return 0
 
@@ -195,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--add", action="store_true",
                    help="add this run's networks to an existing reference folder (the others' results stay)")
     p.add_argument("--configfile", help="with --add: the run's config (default: RUN_FOLDER/config/config.yaml)")
+    p.add_argument("--note", default="", help="a sentence for the run page (<network>/RUN.md)")
     p.set_defaults(run=_reference)
 
     p = commands.add_parser("readme", help="generate a README's reference tables again from their folders")

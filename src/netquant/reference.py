@@ -79,6 +79,19 @@ def stage_times(logs: Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["rule", "job", "seconds", "max_rss_mib"])
 
 
+def snakemake_wall_time(run_folder: Path) -> tuple[float, int]:
+    """Wall seconds of the run, summed over the Snakemake invocations that made it (their logs in
+    ``.snakemake/log``, resumed runs included), and how many there were."""
+    seconds, invocations = 0.0, 0
+    for log in sorted((run_folder / ".snakemake" / "log").glob("*.snakemake.log")):
+        found = re.search(r"Elapsed time: (?:(\d+) days?, )?(\d+):(\d+):([\d.]+)", log.read_text())
+        if found:
+            days, hours, minutes, secs = found.groups()
+            seconds += int(days or 0) * 86400 + int(hours) * 3600 + int(minutes) * 60 + float(secs)
+            invocations += 1
+    return seconds, invocations
+
+
 def _row_files(table1: pd.DataFrame, results: Path, out: Path) -> pd.DataFrame:
     """Copy each row's file to ``files/<net>/<row>.nqz`` and point its ``path`` there; check its ratio."""
     table1 = table1.copy()
@@ -109,9 +122,6 @@ def _row_files(table1: pd.DataFrame, results: Path, out: Path) -> pd.DataFrame:
 
 # Tables with one row group per network: adding a run replaces its networks' rows and keeps the others'.
 NETWORK_TABLES = ("points.csv", "models.csv", "dp_gap.csv")
-# Figures drawn from several networks at once: redrawn from the merged points when a run is added.
-SHARED_FIGURES = ("fig2",)
-
 
 def _merged(old: pd.DataFrame | None, new: pd.DataFrame, networks: list[str]) -> pd.DataFrame:
     """``old`` without ``networks``' rows, then ``new``, in the paper's network order."""
@@ -127,15 +137,16 @@ def _read(path: Path) -> pd.DataFrame | None:
 
 def collect(results: str | os.PathLike, out: str | os.PathLike, *, command: str,
             logs: str | os.PathLike = "logs", run_folder: str | os.PathLike = ".", replace: bool = False,
-            add: bool = False, figures: dict | None = None, scale: str = "") -> Path:
+            add: bool = False, figures: dict | None = None, scale: str = "", note: str = "") -> Path:
     """Copy a finished run (``results``, ``logs``) into the reference folder ``out`` and write its README.
 
     ``command``: the command that produced the run, quoted in its networks' ``<net>/RUN.md``. An existing
     ``out`` is replaced only with ``replace``; with ``add`` the run's networks are added to it (their rows,
     files and model folders replace the ones there, the other networks' stay), and what is drawn from all
-    networks at once (Figure 2, paper vs ours, findings, the DP table) is rebuilt from the merged tables;
-    ``figures`` (the config's section) and ``scale`` say how. The folder is built beside ``out`` and moved
-    into place when complete. Returns the README's path.
+    networks at once (paper vs ours, findings, the DP table) and every figure are made again from the merged
+    tables; ``figures`` (the config's section) and ``scale`` say how. The folder is built beside ``out``
+    and moved into place when complete. ``note``: a sentence for the run page (e.g. how the run was resumed).
+    Returns the README's path.
     """
     results, out, logs, run_folder = Path(results), Path(out), Path(logs), Path(run_folder)
     if add and replace:
@@ -166,8 +177,8 @@ def collect(results: str | os.PathLike, out: str | os.PathLike, *, command: str,
                 for folder in (staging / "files" / net, staging / net):
                     if folder.exists():
                         shutil.rmtree(folder)
-        for figure in sorted((results / "figures").glob("*")):
-            if not (add and figure.stem in SHARED_FIGURES):
+        if not add:  # when adding, every figure is drawn again from the merged tables
+            for figure in sorted((results / "figures").glob("*")):
                 _copy(figure, staging / "figures" / figure.name)
         run_table1 = _row_files(run_table1, results, staging)
         old = (lambda name: _read(staging / "tables" / name)) if add else (lambda name: None)
@@ -192,7 +203,8 @@ def collect(results: str | os.PathLike, out: str | os.PathLike, *, command: str,
                 for summary in sorted((results / net / variant / "importance").glob("*.json")):
                     _copy(summary, staging / net / variant / "importance" / summary.name)
         times = stage_times(logs)
-        provenance = _provenance(command=command, commit=_git_commit(run_folder), networks=networks)
+        provenance = _provenance(command=command, commit=_git_commit(run_folder), networks=networks,
+                                 wall=snakemake_wall_time(run_folder), note=note)
         for net in networks:
             write_text(staging / net / "RUN.md", _run_page(net, provenance, times))
         write_text(staging / "README.md", _readme(staging, table1))
@@ -224,14 +236,45 @@ def _rebuild_shared(folder: Path, table1: pd.DataFrame, figures: dict, scale: st
                              columns=report.DP_GAP_DISPLAY_COLUMNS)
     write_text(tables / "paper_vs_ours.md",
                report.paper_vs_ours_markdown(table1, pd.read_csv(tables / "models.csv"), {}, scale))
-    curves = {net: names for net, names in figures.get("fig2", {}).items() if net in set(points["network"])}
-    if curves:
-        report.plot_figure2(points, curves, folder / "figures" / "fig2.pdf", folder / "figures" / "fig2.png")
+    _draw_figures(folder, points, pd.read_csv(tables / "models.csv"), figures)
 
 
-def _provenance(*, command: str, commit: str, networks: list[str]) -> list[str]:
-    return [f"- networks: {', '.join(report.network_label(n) for n in networks)}", f"- commit: `{commit}`",
-            f"- command: `{command}`", f"- machine: {machine_description()}"]
+def _draw_figures(folder: Path, points: pd.DataFrame, models: pd.DataFrame, figures: dict) -> None:
+    """Every figure of the networks in ``points``, as the workflow draws them (``figures``: the config's
+    section saying which curves each figure shows)."""
+    networks = set(points["network"])
+
+    def accuracy(net: str, variant: str) -> float | None:
+        row = report.model_row(models, net, variant)
+        return None if row is None else float(row["accuracy"])
+
+    def out(name: str) -> dict:
+        return {"out_pdf": folder / "figures" / f"{name}.pdf", "out_png": folder / "figures" / f"{name}.png"}
+
+    for net, curves in figures.get("fig1", {}).items():
+        if net in networks:
+            report.plot_figure1(points, net, **out(f"fig1-{net}"), curves=curves,
+                                reference_accuracy=accuracy(net, "baseline"))
+    for net, curves in figures.get("fig3", {}).items():
+        if net in networks:
+            report.plot_figure3(points, net, **out(f"fig3-{net}"), curves=curves)
+    for net, curves in figures.get("layerwise", {}).items():
+        if net in networks:
+            report.plot_layerwise(points, net, **out(f"layerwise-{net}"), curves=curves,
+                                  reference_accuracy=accuracy(net, "pruned"))
+    fig2 = {net: names for net, names in figures.get("fig2", {}).items() if net in networks}
+    if fig2:
+        report.plot_figure2(points, fig2, **out("fig2"))
+
+
+def _provenance(*, command: str, commit: str, networks: list[str], wall: tuple[float, int], note: str) -> list[str]:
+    seconds, invocations = wall
+    lines = [f"- networks: {', '.join(report.network_label(n) for n in networks)}", f"- commit: `{commit}`",
+             f"- command: `{command}`", f"- machine: {machine_description()}"]
+    if invocations:
+        lines.append(f"- wall time: {seconds / 60:.1f} min, summed over {invocations} Snakemake invocation"
+                     f"{'s' if invocations > 1 else ''} (Snakemake's logs)")
+    return lines + ([f"- note: {note}"] if note else [])
 
 
 def _run_page(network: str, provenance: list[str], times: pd.DataFrame) -> str:
@@ -289,8 +332,9 @@ def _readme(folder: Path, table1: pd.DataFrame) -> str:
 
 # ------------------------------------------------------------------------- README tables from a reference
 # A README block is generated between "<!-- reference: SPEC -->" and "<!-- end reference -->", where SPEC
-# is "table1 NETWORK FOLDER" (a network's Table 1 rows kept in FOLDER) or "rerun NETWORK FOLDER OTHER"
-# (how far each row moved between two runs kept in two folders). Folders are relative to the README.
+# is "table1 NETWORK FOLDER" (a network's Table 1 rows kept in FOLDER), "coding NETWORK FOLDER" (what
+# those rows' files spend on labels and positions) or "rerun NETWORK FOLDER OTHER" (how far each row
+# moved between two runs kept in two folders). Folders are relative to the README.
 _BLOCK = re.compile(r"(<!-- reference: (?P<spec>[^>]*?) -->\n)(?P<body>.*?)(<!-- end reference -->)", re.S)
 _SHOWN = ("selected", "fallback", "model")
 
@@ -350,14 +394,33 @@ def rerun_block(folder: Path, other: Path, network: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def coding_block(folder: Path, network: str) -> str:
+    """What the files of a network's quantized Table 1 rows spend per kept weight: labels and positions as
+    coded in the file beside their empirical entropies (labels: of the whole file's label histogram;
+    positions: of each tensor's kept/pruned mask), read from the files themselves."""
+    lines = ["| row | floor | labels: code, bits / kept | label entropy | positions: code, bits / kept | "
+             "position entropy | rest (bits / parameter) | ratio |", "|---|---|---|---|---|---|---|---|"]
+    rows = _rows_shown(folder, network)
+    for row in rows[(rows["status"] == "selected") & rows["method"].notna() & (rows["path"] != "")].itertuples():
+        m = container.metrics(folder / row.path)
+        labels, positions = m["bits_per_weight"]["in_file"], m["index_bits_per_kept"][m["index_code"]]
+        rest = (m["file_bits"] - m["n_quantized"] * (labels + positions)) / m["n_params"]
+        lines.append(f"| {row.label} | {row.floor_name} | {m['label_code']}, {labels:.3f} | "
+                     f"{m['label_entropy_bits']:.3f} | {m['index_code']}, {positions:.3f} | "
+                     f"{m['index_bits_per_kept']['entropy']:.3f} | {rest:.3f} | {m['ratio_file']:.2f}x |")
+    return "\n".join(lines) + "\n"
+
+
 def _render(spec: str, root: Path) -> str:
     words = spec.split()
     if len(words) == 3 and words[0] == "table1":
         return table1_block(root / words[2], words[1])
+    if len(words) == 3 and words[0] == "coding":
+        return coding_block(root / words[2], words[1])
     if len(words) == 4 and words[0] == "rerun":
         return rerun_block(root / words[2], root / words[3], words[1])
-    raise ValueError(f"README block '<!-- reference: {spec} -->': expected 'table1 NETWORK FOLDER' or "
-                     "'rerun NETWORK FOLDER OTHER_FOLDER'")
+    raise ValueError(f"README block '<!-- reference: {spec} -->': expected 'table1 NETWORK FOLDER', "
+                     "'coding NETWORK FOLDER' or 'rerun NETWORK FOLDER OTHER_FOLDER'")
 
 
 def refreshed_readme(readme: str | os.PathLike) -> str:

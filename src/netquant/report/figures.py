@@ -122,12 +122,13 @@ class AccuracyScale:
         return float(self.inverse(low - pad)), float(self.inverse(high + pad))
 
     def ticks(self, limits: tuple[float, float], spacing: float = 0.09) -> list[float]:
-        """Round accuracies inside ``limits``, the roundest first, none closer to another than ``spacing``
-        of the axis height."""
+        """Round accuracies inside ``limits`` and within 0-100%, the roundest first, none closer to another
+        than ``spacing`` of the axis height."""
         span = float(self.forward(limits[1]) - self.forward(limits[0]))
+        low, high = max(limits[0], 0.0), min(limits[1], 100.0)  # the padding may reach past a real accuracy
         chosen: list[float] = []
         for step in (10.0, 5.0, 2.0, 1.0, 0.5, 0.2, 0.1, 0.05):
-            for value in np.arange(math.ceil(limits[0] / step) * step, limits[1] + 1e-9, step):
+            for value in np.arange(math.ceil(low / step) * step, high + 1e-9, step):
                 value = round(float(value), 4)
                 position = float(self.forward(value))
                 if all(abs(position - float(self.forward(c))) >= spacing * span for c in chosen):

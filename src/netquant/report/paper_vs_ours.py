@@ -76,6 +76,8 @@ def paper_vs_ours_markdown(table1: pd.DataFrame, models: pd.DataFrame, skipped: 
         "## Headline",
         "",
         _headline_sentence(paper),
+        "Ours: the uniform row at the paper's accuracy (floor `paper`) where it was searched, else at the pruned "
+        "model's accuracy.",
         "",
         _md_row(["Network", "Paper ratio", "Paper bits/parameter", "Ours ratio", "Ours bits/parameter",
                  "Paper acc. (%)", "Ours acc. (%)"]),
@@ -111,12 +113,16 @@ def paper_vs_ours_markdown(table1: pd.DataFrame, models: pd.DataFrame, skipped: 
         rows = table1[table1["network"] == network]
         out += ["", f"## Table 1: {network_label(network)}", ""]
         pruned_accuracy = _value(model_row(models, network, "pruned"), "accuracy")
-        floor = float(rows["floor"].iloc[0]) if not rows.empty else math.nan
+        pruned_floor = rows[rows["floor_name"] != "paper"] if "floor_name" in rows else rows
+        floor = float(pruned_floor["floor"].dropna().iloc[0]) if pruned_floor["floor"].notna().any() else math.nan
+        at_paper_floor = "floor_name" in rows and (rows["floor_name"] == "paper").any()
         if network in skipped:
             out += [f"Not run: {skipped[network]}. Only the paper's numbers are shown.", ""]
         elif math.isfinite(pruned_accuracy) and math.isfinite(floor):
-            out += [f"Accuracy floor: {floor:.2f}% (pruned model {pruned_accuracy:.2f}% minus a tolerance of "
-                    f"{pruned_accuracy - floor:.2f} points).", ""]
+            out += [f"Accuracy floor `pruned`: {floor:.2f}% (pruned model {pruned_accuracy:.2f}% minus a tolerance "
+                    f"of {pruned_accuracy - floor:.2f} points)."
+                    + (" Floor `paper`: the paper's accuracy of the row (column Paper acc.)." if at_paper_floor
+                       else ""), ""]
         else:
             out += ["No pruned model was measured, so there is no accuracy floor: every quantized row shows its "
                     "most accurate point.", ""]
