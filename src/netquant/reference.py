@@ -236,7 +236,7 @@ def _rebuild_shared(folder: Path, table1: pd.DataFrame, figures: dict, scale: st
                              columns=report.DP_GAP_DISPLAY_COLUMNS)
     write_text(tables / "paper_vs_ours.md",
                report.paper_vs_ours_markdown(table1, pd.read_csv(tables / "models.csv"), {}, scale))
-    _draw_figures(folder, points, pd.read_csv(tables / "models.csv"), figures)
+    _draw_figures(folder, report.swept_points(points), pd.read_csv(tables / "models.csv"), figures)
 
 
 def _draw_figures(folder: Path, points: pd.DataFrame, models: pd.DataFrame, figures: dict) -> None:

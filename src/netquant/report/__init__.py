@@ -32,7 +32,7 @@ from netquant.report.figures import (
 )
 from netquant.report.findings import findings_markdown, findings_table
 from netquant.report.labels import NETWORK_ORDER, importance_label, network_label, ordered_networks
-from netquant.report.outputs import models_table, read_points, write_points, write_table1
+from netquant.report.outputs import models_table, read_points, swept_points, write_points, write_table1
 from netquant.report.paper import load_paper_numbers, paper_cell
 from netquant.report.paper_vs_ours import paper_vs_ours_markdown
 from netquant.report.selection import (
@@ -52,9 +52,9 @@ from netquant.report.writers import latex_table, markdown_table, write_table, wr
 __all__ = [
     "AccuracyScale", "DP_GAP_DISPLAY_COLUMNS", "METHOD_STYLES", "NETWORK_ORDER", "TABLE1_COLUMNS",
     "TABLE1_DISPLAY_COLUMNS", "TABLE1_ROWS", "Table1Row", "dp_gap_table", "findings_markdown", "findings_table",
-    "importance_label", "latex_table",
-    "load_paper_numbers", "markdown_table", "model_row", "models_table", "network_label", "ordered_networks", "paper_cell",
-    "paper_vs_ours_markdown", "parse_curve", "plot_figure1", "plot_figure2", "plot_figure3", "plot_layerwise",
-    "read_points", "row_importance", "save_figure", "select_point", "select_table1", "write_points",
-    "write_table", "write_table1", "write_table_files",
+    "importance_label", "latex_table", "load_paper_numbers", "markdown_table", "model_row", "models_table",
+    "network_label", "ordered_networks", "paper_cell", "paper_vs_ours_markdown", "parse_curve", "plot_figure1",
+    "plot_figure2", "plot_figure3", "plot_layerwise", "read_points", "row_importance", "save_figure",
+    "select_point", "select_table1", "swept_points", "write_points", "write_table", "write_table1",
+    "write_table_files",
 ]

@@ -26,6 +26,12 @@ def read_points(curve_tables: Iterable[str | os.PathLike]) -> pd.DataFrame:
     return points
 
 
+def swept_points(points: pd.DataFrame) -> pd.DataFrame:
+    """The sweeps' points of a points table, without the operating-point searches' probes (what the
+    figures draw)."""
+    return points[points["floor_name"].isna()] if "floor_name" in points else points
+
+
 def models_table(model_metrics: Iterable[str | os.PathLike], file_metrics: Iterable[str | os.PathLike]) -> pd.DataFrame:
     """One row per network and variant before quantization: accuracy, size, and for pruned models the
     ratio of the file holding their 32-bit kept values and coded positions (``results/{net}/pruned/file.json``)."""
@@ -72,8 +78,7 @@ def write_points(curve_tables, *, out_points, out_dp_gap, out_dp_gap_markdown, o
         findings = findings_table(points, figures)
         write_text(out_findings, findings.to_csv(index=False))
         write_text(out_findings_markdown, findings_markdown(findings))
-    swept = points[points["floor_name"].isna()] if "floor_name" in points else points  # not the searches' probes
-    write_table_files(dp_gap_table(swept), out_dp_gap, out_dp_gap_markdown, out_dp_gap_latex,
+    write_table_files(dp_gap_table(swept_points(points)), out_dp_gap, out_dp_gap_markdown, out_dp_gap_latex,
                       columns=DP_GAP_DISPLAY_COLUMNS)
     return points
 
