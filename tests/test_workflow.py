@@ -192,7 +192,7 @@ def _reference_rows_are_reproduced(work: Path) -> None:
 
 
 def test_the_schema_uses_the_library_vocabulary():
-    from netquant import importance, models, quantize, vocabulary
+    from netquant import container, importance, models, quantize, vocabulary
 
     schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
     defs = schema["$defs"]
@@ -204,6 +204,9 @@ def test_the_schema_uses_the_library_vocabulary():
     assert methods == "(" + "|".join(vocabulary.METHODS) + ")"
     assert importances == "(" + vocabulary.IMPORTANCE_PATTERN + ")"
     assert set(schema["properties"]["figures"]["properties"]) == set(vocabulary.FIGURE_MODELS)
+    coding = schema["properties"]["coding"]["properties"]
+    assert set(coding["label_code"]["enum"]) == set(container.LABEL_CODES) - {"raw"}  # raw: unquantized files
+    assert tuple(coding["index_code"]["enum"]) == container.INDEX_CODES
 
 
 @pytest.mark.parametrize("override, message", [
