@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from netquant import quantize, search, sweeps
+from netquant import quantize, reference, search, sweeps
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -72,7 +72,8 @@ def main() -> None:
         search_seconds = time.perf_counter() - start
     best_grid = search.best(dense, args.floor)
     result = {
-        "arch": args.arch, "method": args.method, "floor": args.floor,
+        "arch": args.arch, "method": args.method, "floor": args.floor, "model": args.model,
+        "threads": args.threads, "seed": cfg["seed"], "machine": reference.machine_description(),
         "grid": {"evaluations": len(dense), "seconds": grid_seconds,
                  "best": None if best_grid is None else {"rate": best_grid.rate, "ratio": best_grid.ratio,
                                                           "accuracy": best_grid.accuracy}},
