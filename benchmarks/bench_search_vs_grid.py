@@ -2,13 +2,14 @@
 
     python benchmarks/bench_search_vs_grid.py --arch lenet5 --model results/lenet5/pruned/model.pt \
         --importance results/lenet5/pruned/importance/hessian-50000.pt --data resources/data/mnist.pt \
-        --floor 99.27 [--method uniform] [--grid 40] [--coarse 8] [--max-probes 12] [--json out.json]
+        --floor 99.27 [--method uniform] [--grid 40] [--coarse 8] [--max-probes N] [--json out.json]
 
 Both measure real files: each point is quantized, fine-tuned (the config's settings of the network, one
 seed), written and evaluated as decoded, exactly as the workflow's sweeps (``netquant.sweeps``). The grid
 spreads ``--grid`` points over the default rate range; the search starts from ``--coarse`` of them and
-refines with at most ``--max-probes`` probes (``netquant.search``). Prints the best ratio meeting the
-floor of each, and how many fine-tuned evaluations each took.
+refines with at most ``--max-probes`` probes (default: the config's ``search.max_probes``;
+``netquant.search``). Prints the best ratio meeting the floor of each, how many fine-tuned evaluations each
+took, and after how many evaluations the search had reached its operating point.
 """
 
 from __future__ import annotations
@@ -38,12 +39,13 @@ def main() -> None:
     ap.add_argument("--floor", type=float, required=True)
     ap.add_argument("--grid", type=int, default=40)
     ap.add_argument("--coarse", type=int, default=8)
-    ap.add_argument("--max-probes", type=int, default=12)
+    ap.add_argument("--max-probes", type=int, help="default: the config's search.max_probes")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cfg = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    max_probes = cfg["search"]["max_probes"] if args.max_probes is None else args.max_probes
     rates = cfg[args.arch].get("rates", cfg["quantize"]["rates"])
     dataset = args.dataset or {"lenet5": "mnist", "resnet32": "cifar10"}[args.arch]
     curve = sweeps.open_curve(args.arch, cfg[args.arch]["finetune"], method=args.method,
@@ -67,17 +69,20 @@ def main() -> None:
         grid_seconds = time.perf_counter() - start
         start = time.perf_counter()
         coarse = [measure(v) for v in grid(args.coarse)]
-        found, made = search.search(measure, coarse, args.floor, max_probes=args.max_probes,
+        found, made = search.search(measure, coarse, args.floor, max_probes=max_probes,
                                     integer=curve.rate_name == "k")
         search_seconds = time.perf_counter() - start
     best_grid = search.best(dense, args.floor)
+    evaluated = [*coarse, *made]
+    reached = None if found is None else 1 + next(i for i, p in enumerate(evaluated) if p is found)
     result = {
         "arch": args.arch, "method": args.method, "floor": args.floor, "model": args.model,
         "threads": args.threads, "seed": cfg["seed"], "machine": reference.machine_description(),
         "grid": {"evaluations": len(dense), "seconds": grid_seconds,
                  "best": None if best_grid is None else {"rate": best_grid.rate, "ratio": best_grid.ratio,
                                                           "accuracy": best_grid.accuracy}},
-        "search": {"evaluations": len(coarse) + len(made), "refining": len(made), "seconds": search_seconds,
+        "search": {"evaluations": len(evaluated), "refining": len(made), "max_probes": max_probes,
+                   "reached_after": reached, "seconds": search_seconds,
                    "best": None if found is None else {"rate": found.rate, "ratio": found.ratio,
                                                        "accuracy": found.accuracy}},
     }
@@ -87,6 +92,8 @@ def main() -> None:
         print(f"{name:>6}: {r['evaluations']:3d} fine-tuned evaluations, {r['seconds']:.0f} s; best at "
               f"{args.floor}%: " + ("none" if best is None else
                                     f"ratio {best['ratio']:.2f} ({best['accuracy']:.2f}%, rate {best['rate']:.6g})"))
+    if reached is not None:
+        print(f"search: operating point reached after {reached} of {len(evaluated)} evaluations")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)
