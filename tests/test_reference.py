@@ -124,6 +124,26 @@ def test_readme_blocks_are_generated_from_their_reference_folders(tmp_path):
         reference.refreshed_readme(readme)
 
 
+def test_the_rerun_table_keeps_table1_order_and_the_rows_of_either_run(tmp_path):
+    import pandas as pd
+
+    columns = ["network", "row", "label", "floor_name", "status", "accuracy", "ratio"]
+    runs = {"a": [("lenet5", "pruned", "Pruned model", None, "model", 99.4, 10.0),
+                  ("lenet5", "uniform", "Uniform quantization", "paper", "selected", 99.3, 50.0),
+                  ("lenet5", "kmeans", "k-means", "paper", "selected", 99.3, 40.0)],
+            "b": [("lenet5", "pruned", "Pruned model", None, "model", 99.5, 10.0),
+                  ("lenet5", "kmeans", "k-means", "paper", "selected", 99.3, 44.0),
+                  ("lenet5", "ecsq", "Iterative ECSQ", "paper", "selected", 99.3, 55.0)]}
+    for name, rows in runs.items():
+        (tmp_path / name / "tables").mkdir(parents=True)
+        pd.DataFrame(rows, columns=columns).to_csv(tmp_path / name / "tables/table1.csv", index=False)
+    lines = reference.rerun_block(tmp_path / "a", tmp_path / "b", "lenet5").splitlines()[2:]
+    assert [line.split(" | ")[0] for line in lines] == ["| Pruned model", "| Uniform quantization", "| k-means",
+                                                         "| Iterative ECSQ"]
+    assert lines[1].endswith("| 99.30% / 50.00x | - | - |") and lines[2].endswith("| +0.00 points / +10.0% |")
+    assert "| - | 99.30% / 55.00x | - |" in lines[3]
+
+
 def test_the_readme_tables_match_the_committed_reference_results():
     readme = Path(__file__).resolve().parents[1] / "README.md"
     assert "<!-- reference: table1 lenet5 reference/cpu -->" in readme.read_text()

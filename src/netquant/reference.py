@@ -377,7 +377,11 @@ def rerun_block(folder: Path, other: Path, network: str) -> str:
     """How far each of a network's Table 1 rows moved between the runs kept in ``folder`` and ``other``."""
     key = ["row", "floor_name"]
     first, second = _rows_shown(folder, network), _rows_shown(other, network)
-    both = first.merge(second, on=key, suffixes=("_a", "_b"), how="outer", sort=False)
+    first = first.assign(order=range(len(first)))
+    second = second.assign(order=range(len(first), len(first) + len(second)))
+    both = first.merge(second, on=key, suffixes=("_a", "_b"), how="outer")
+    # an outer merge sorts its keys: keep Table 1's order (the first run's rows, then any the second adds)
+    both = both.iloc[both["order_a"].fillna(both["order_b"]).argsort()]
     lines = [f"| row | floor | `{folder.name}`: accuracy / ratio | `{other.name}`: accuracy / ratio | "
              "moved: accuracy / ratio |", "|---|---|---|---|---|"]
     for _, r in both.iterrows():
