@@ -6,6 +6,7 @@ The Snakemake scripts only unpack ``snakemake.*`` and call these, so every step 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import logging
@@ -142,11 +143,16 @@ def prune_network(arch: str, network_cfg: dict, *, baseline: str, source: dict, 
     start = time.perf_counter()
     rows: list[dict] = []
     masks: dict[str, torch.Tensor] = {}
-    for stage, sparsity in enumerate(prune.sparsity_schedule(target, cfg.get("steps", 1)), start=1):
+    schedule = prune.sparsity_schedule(target, cfg.get("steps", 1))
+    final_recipe = recipe
+    if cfg.get("final_epochs") is not None:
+        final_recipe = dataclasses.replace(recipe, epochs=cfg["final_epochs"], iterations=None)
+    for stage, sparsity in enumerate(schedule, start=1):
         masks = prune.magnitude_masks({n: params[n] for n in names}, sparsity, scope=cfg.get("scope", "global"))
         log.info("%s pruning stage %d: sparsity %.4f of %d prunable weights", arch, stage, sparsity,
                  sum(params[n].numel() for n in names))
-        for row in fit(model, data_source, recipe, seed=seed + stage, device=device, masks=masks, arch=arch,
+        stage_recipe = final_recipe if stage == len(schedule) else recipe
+        for row in fit(model, data_source, stage_recipe, seed=seed + stage, device=device, masks=masks, arch=arch,
                        resume_path=resume_file(out_model, stage)):
             rows.append({"stage": stage, "target_sparsity": sparsity, **row})
     result = test_metrics(model, data_source, device)
