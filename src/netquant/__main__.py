@@ -55,20 +55,34 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_output(out: Path, *, inputs: list, folders: list = (), force: bool) -> None:
+    """Before any work: ``out`` is a new path, or (with ``force``) an earlier output - never an input, a link
+    to one, a path inside an input folder, or anything but a regular file."""
+    for source in filter(None, inputs):
+        if out.resolve() == Path(source).resolve() or (out.exists() and Path(source).exists()
+                                                       and out.samefile(source)):
+            raise ValueError(f"{out} is the input file itself ({source}); give a new path for the output")
+    for folder in filter(None, folders):
+        if Path(folder).resolve() in out.resolve().parents or out.resolve() == Path(folder).resolve():
+            raise ValueError(f"{out} lies in the input folder {folder}; give a path outside it")
+    if out.exists() or out.is_symlink():
+        if not out.is_file():
+            raise ValueError(f"{out} exists and is not a regular file (a folder, device, pipe or broken link); "
+                             "give the path of a new file")
+        if not force:
+            raise ValueError(f"{out} exists; give a new path, or --force to replace it")
+
+
 def _decode(args: argparse.Namespace) -> int:
     import torch
 
     from netquant import container
     from netquant.io import atomic_path
 
-    source, out = Path(args.file), Path(args.out)
+    source = Path(args.file)
     if source.is_dir():
         raise ValueError(f"{source} is a folder; give a .nqz file")
-    if out.exists() and (out.resolve() == source.resolve() or out.is_dir() or not args.force):
-        what = ("the input file itself" if out.resolve() == source.resolve()
-                else "a folder" if out.is_dir() else "an existing file")
-        raise ValueError(f"{out} is {what}; give a new path for the state_dict"
-                         + ("" if out.resolve() == source.resolve() or out.is_dir() else " (or --force to replace it)"))
+    _check_output(Path(args.out), inputs=[source], force=args.force)
     state_dict = container.load(args.file)
     with atomic_path(args.out) as tmp:
         torch.save(state_dict, tmp)
@@ -80,7 +94,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from netquant import compress
 
     result = compress.evaluate_file(args.file, data_root=args.data_root, prepared=args.prepared,
-                                    device=args.device)
+                                    device=args.device, arch=args.arch)
     if args.json:
         print(json.dumps(result))
         return 0
@@ -94,8 +108,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _compress(args: argparse.Namespace) -> int:
     from netquant import compress
 
-    if Path(args.out).exists() and not args.force:
-        raise ValueError(f"{args.out} exists; give a new path, or --force to replace it")
+    _check_output(Path(args.out), inputs=[args.weights], folders=[args.images, args.data_root], force=args.force)
     result = compress.compress_command(args)
     if args.json:
         print(json.dumps(result))
@@ -156,6 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "cifar-10-batches-py) or the ImageNet folder")
     p.add_argument("--prepared", help="instead of --data-root: a prepared tensor file (resources/data/*.pt)")
     p.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda")
+    p.add_argument("--arch", help="build this architecture (e.g. package.module:callable) instead of the one the "
+                   "file names; a file itself may name only netquant's networks and torchvision:<model>")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=_evaluate)
 

@@ -33,7 +33,7 @@ from torch import nn
 
 from netquant import container, data, models, train
 from netquant.qmodel import QuantizedModel
-from netquant.vocabulary import FOLDER_DATASETS
+from netquant.vocabulary import DATASETS, FOLDER_DATASETS
 
 
 def describe(arch: str, dataset: str, data_source) -> dict[str, Any]:
@@ -43,17 +43,65 @@ def describe(arch: str, dataset: str, data_source) -> dict[str, Any]:
             "in_channels": int(channels), "input_size": int(size)}
 
 
-def build_from_description(network: dict[str, Any]) -> nn.Module:
-    """An (untrained) network of the described architecture and input shape."""
-    if "arch" not in network:
-        raise ValueError("the file does not say which architecture it holds (written by netquant < 0.2, or by "
-                         "a program that gave no network description); build the model yourself and load "
-                         "netquant.container.load(FILE) into it")
-    arch = network["arch"]
+DESCRIPTION_RANGES = {"num_classes": (1, 1_000_000), "in_channels": (1, 64), "input_size": (8, 4096)}
+
+
+def build_from_description(network: dict[str, Any], shapes: dict[str, tuple[int, ...]] | None = None, *,
+                           arch: str | None = None) -> nn.Module:
+    """An (untrained) network of the described architecture and input shape.
+
+    A file may name only netquant's networks and torchvision's models (``torchvision:<model>``): it never
+    chooses code to run. ``arch``: the caller's own choice (``package.module:callable`` or any name
+    :func:`build_named` takes), used instead of the file's. ``shapes`` (state_dict name -> shape, e.g. a
+    decoded file's): the description is checked against them on a network built without memory
+    (``torch.device("meta")``) before the real one is built, so a description can never make it allocate
+    more than the file's own tensors.
+    """
+    if arch is None:
+        if "arch" not in network:
+            raise ValueError("the file does not say which architecture it holds (written by netquant < 0.2, or by "
+                             "a program that gave no network description); name it with --arch NAME, or build "
+                             "the model yourself and pass it: load_model(FILE, model=...)")
+        arch = str(network["arch"])
+        if arch not in models.ARCHS and not arch.startswith("torchvision:"):
+            raise ValueError(f"the file names the architecture {arch!r}; a file may name only "
+                             f"{', '.join(models.ARCHS)} or torchvision:<model>, never code to import: if you "
+                             f"trust it, name it yourself (python -m netquant evaluate FILE --arch {arch}, or "
+                             "load_model(FILE, model=...))")
+    sizes = {}
+    for key, (low, high) in DESCRIPTION_RANGES.items():
+        value = network.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high):
+            raise ValueError(f"the file's network description has {key} = {value!r}; expected an integer in "
+                             f"[{low}, {high}]")
+        sizes[key] = value
+    if arch not in models.ARCHS:
+        sizes = {"num_classes": sizes["num_classes"]}
+    if shapes is not None:
+        with torch.device("meta"):
+            _check_shapes(_build(arch, sizes), shapes, network)
+    return _build(arch, sizes)
+
+
+def _build(arch: str, sizes: dict[str, int | None]) -> nn.Module:
     if arch in models.ARCHS:
-        return models.build(arch, num_classes=network.get("num_classes"), in_channels=network.get("in_channels"),
-                            input_size=network.get("input_size"))
-    return build_named(arch, num_classes=network.get("num_classes"))
+        return models.build(arch, **sizes)
+    return build_named(arch, num_classes=sizes.get("num_classes"))
+
+
+def _check_shapes(model: nn.Module, shapes: dict[str, tuple[int, ...]], network: dict[str, Any]) -> None:
+    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    described = ", ".join(f"{k} {network[k]}" for k in ("arch", *DESCRIPTION_RANGES) if k in network)
+    for name, shape in shapes.items():
+        if name not in expected:
+            raise ValueError(f"the file holds {name!r}, which the described network ({described}) does not have")
+        if tuple(shape) != expected[name]:
+            raise ValueError(f"the file's {name!r} has shape {tuple(shape)}, the described network ({described}) "
+                             f"needs {expected[name]}: the description does not match the file's tensors")
+    missing = sorted(set(expected) - set(shapes))
+    if missing:
+        raise ValueError(f"the described network ({described}) needs {missing[0]!r} (and {len(missing) - 1} more), "
+                         "which the file does not hold")
 
 
 def build_named(name: str, *, num_classes: int | None = None) -> nn.Module:
@@ -82,16 +130,19 @@ def build_named(name: str, *, num_classes: int | None = None) -> nn.Module:
     return factory(**kwargs)
 
 
-def load_model(path: str | os.PathLike, model: nn.Module | None = None) -> tuple[nn.Module, QuantizedModel]:
+def load_model(path: str | os.PathLike, model: nn.Module | None = None, *,
+               arch: str | None = None) -> tuple[nn.Module, QuantizedModel]:
     """The network decoded from the file ``path``: ``model`` (any nn.Module of the right architecture) with
-    the decoded values loaded, or, without ``model``, one built from the file's network description."""
+    the decoded values loaded, or, without ``model``, one built from the file's network description (or
+    from ``arch``, see :func:`build_from_description`)."""
     qmodel = container.read(path)
-    return load_decoded(qmodel, model), qmodel
+    return load_decoded(qmodel, model, arch=arch), qmodel
 
 
-def load_decoded(qmodel: QuantizedModel, model: nn.Module | None = None) -> nn.Module:
+def load_decoded(qmodel: QuantizedModel, model: nn.Module | None = None, *, arch: str | None = None) -> nn.Module:
     """A decoded file's network: its values loaded into ``model`` or into one built from its description."""
-    model = build_from_description(qmodel.network) if model is None else model
+    if model is None:
+        model = build_from_description(qmodel.network, qmodel.shapes(), arch=arch)
     model.load_state_dict(qmodel.state_dict())
     return model
 
@@ -103,6 +154,8 @@ def test_source(network: dict[str, Any], *, data_root: str | os.PathLike | None 
     dataset = network.get("dataset")
     if dataset is None:
         raise ValueError("the file does not say which dataset its network was trained on")
+    if dataset not in DATASETS:
+        raise ValueError(f"the file names the dataset {dataset!r}; netquant evaluates on {', '.join(DATASETS)}")
     if prepared is not None:
         splits = data.load_prepared(prepared)
         return data.TensorSource(splits["train"], splits["test"])
@@ -117,20 +170,36 @@ def test_source(network: dict[str, Any], *, data_root: str | os.PathLike | None 
     return data.TensorSource(splits["train"], splits["test"])
 
 
+def _check_data_fits(network: dict[str, Any], source, where) -> None:
+    """The test images must have the shape and classes the file's network was built for."""
+    if network.get("dataset") in FOLDER_DATASETS:
+        return
+    channels, size = source.input_shape
+    described = (network.get("in_channels", channels), network.get("input_size", size),
+                 network.get("num_classes", source.num_classes))
+    if described != (channels, size, source.num_classes):
+        raise ValueError(f"the file's network ({network.get('dataset')}: {described[0]}x{described[1]}x{described[1]} "
+                         f"images, {described[2]} classes) does not fit the data of {where} ({channels}x{size}x{size} "
+                         f"images, {source.num_classes} classes): give the {network.get('dataset')} data")
+
+
 def evaluate_file(path: str | os.PathLike, *, data_root: str | os.PathLike | None = None,
-                  prepared: str | os.PathLike | None = None, device: str = "auto") -> dict[str, Any]:
+                  prepared: str | os.PathLike | None = None, device: str = "auto",
+                  arch: str | None = None) -> dict[str, Any]:
     """Rebuild the network of a ``.nqz`` file, evaluate it on its test set and measure the file.
+    ``arch``: build this architecture instead of the one the file names (see :func:`build_from_description`).
 
     Returns {"file", "arch", "dataset", "accuracy" (%), "loss", "top5" (ImageNet), "ratio" (32 N / file
     bits), "file_bytes", "n_params"}.
     """
-    model, qmodel = load_model(path)
+    model, qmodel = load_model(path, arch=arch)
     network = qmodel.network
     source = test_source(network, data_root=data_root, prepared=prepared)
+    _check_data_fits(network, source, prepared or data_root)
     topk = (1, 5) if network.get("dataset") in FOLDER_DATASETS else (1,)
     result = train.evaluate(model, source.test_batches(), device=train.resolve_device(device), topk=topk)
     m = container.metrics(path)
-    return {"file": str(path), "arch": network["arch"], "dataset": network["dataset"], **result,
+    return {"file": str(path), "arch": arch or network["arch"], "dataset": network["dataset"], **result,
             "ratio": m["ratio_file"], "file_bytes": m["file_bytes"], "n_params": m["n_params"]}
 
 
@@ -177,6 +246,14 @@ def _quantized_and_masks(model: nn.Module, include: str, pruned: str, masks: dic
     return names, {name: mask for name, mask in masks.items() if name in names}
 
 
+def _check_importance(importance: dict[str, torch.Tensor] | None, names: list[str]) -> None:
+    missing = [name for name in names if importance is not None and name not in importance]
+    if missing:
+        raise ValueError(f"the importance has no entry for {missing[0]!r} ({len(missing)} quantized parameters "
+                         "missing); give one tensor per quantized parameter (compress.importance returns them), "
+                         "or importance=None")
+
+
 def importance(model: nn.Module, loader, *, kind: str = "hessian", samples: int = 1000,
                estimator: str = "becker-lecun", adam_steps: int = 1000, adam_lr: float = 1e-4,
                device: str = "auto") -> dict[str, torch.Tensor] | None:
@@ -221,7 +298,13 @@ def quantize(model: nn.Module, importance: dict[str, torch.Tensor] | None = None
 
     if pruned not in ("zeros", "none"):
         raise ValueError(f"pruned must be 'zeros' or 'none', got {pruned!r}")
+    if bits is not None and not bits >= 1:
+        raise ValueError(f"bits = {bits!r}: an average codeword length below 1 bit leaves fewer than 2 shared "
+                         "values for the whole network; give bits >= 1")
+    if k is not None and not k >= 2:
+        raise ValueError(f"k = {k!r}: one shared value for the whole network is no network; give k >= 2")
     names, masks = _quantized_and_masks(model, include, pruned, masks)
+    _check_importance(importance, names)
     state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
     rate = {key: value for key, value in {"k": k, "step": step, "lam": lam}.items() if value is not None}
     if bits is not None:
@@ -276,6 +359,7 @@ def largest_ratio(model: nn.Module, importance: dict[str, torch.Tensor] | None, 
     os.makedirs(folder, exist_ok=True)
     names, masks = _quantized_and_masks(model, quantize_options.get("include", "weights"),
                                         quantize_options.get("pruned", "zeros"), quantize_options.get("masks"))
+    _check_importance(importance, names)
     rate_name = quantizers.rate_parameter(method)
     kept = quantizers.kept_values(model.state_dict(), names, masks)
     h = None if importance is None else quantizers.kept_values(importance, names, masks)

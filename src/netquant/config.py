@@ -48,6 +48,24 @@ def check(config: dict[str, Any]) -> None:
                               "train/<class>/* and val/<class>/* (torchvision's ImageFolder layout)")
 
 
+def check_files(paths) -> None:
+    """A config file's empty mapping (``rates: {}``) would be refilled from the default config without a
+    word (Snakemake merges config files key by key): refuse it, naming the file and the key."""
+    import yaml
+
+    def empty_keys(node, prefix: str):
+        if isinstance(node, dict):
+            if not node and prefix:
+                yield prefix
+            for key, value in node.items():
+                yield from empty_keys(value, f"{prefix}.{key}" if prefix else str(key))
+
+    for path in paths:
+        for key in empty_keys(yaml.safe_load(Path(path).read_text()) or {}, ""):
+            raise ConfigError(f"{path}: config key '{key}' is an empty mapping, which would silently take every "
+                              "value of config/config.yaml's; give its keys (config/README.md), or remove it")
+
+
 def check_rates(rates: dict[str, Any], key: str = "quantize.rates") -> None:
     low, high, points = rates["bits_min"], rates["bits_max"], rates["points"]
     if not 0 <= low <= high:

@@ -18,13 +18,17 @@ def _umask() -> int:
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds.
+    """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds. A
+    ``path`` that exists and is not a regular file (a folder, a device, a FIFO) is never replaced.
 
     The finished file gets the mode a plain ``open`` would give it (0666 less the umask, so a group can
     read a shared results folder) and is flushed to disk before the rename, so that a crash never leaves a
     renamed but empty file.
     """
     path = Path(path)
+    if (path.exists() or path.is_symlink()) and not path.is_file():
+        raise ValueError(f"{path} exists and is not a regular file (a folder, device, pipe or broken link); "
+                         "give the path of a file")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)

@@ -84,6 +84,17 @@ class QuantizedModel:
             total += int(arr.size)
         return total
 
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """The shape of every entry, in state_dict order."""
+        return {name: tuple(self.tensors[name].shape) if name in self.tensors else np.shape(self.passthrough[name])
+                for name in self.order}
+
+    @property
+    def n_elements(self) -> int:
+        """Elements of every entry, parameters and buffers, pruned or not."""
+        return sum(int(np.prod(t.shape)) for t in self.tensors.values()) + sum(
+            int(np.asarray(a).size) for a in self.passthrough.values())
+
     @property
     def n_quantized(self) -> int:
         """Number of quantized (unpruned) elements: the paper's sum of |C_i|."""
@@ -95,7 +106,7 @@ def from_pruned(state_dict: dict[str, Any], masks: dict[str, Any], *,
     """A pruned float32 model as a QuantizedModel, to be saved with ``label_code="raw"``.
 
     Every entry with a mask (bool, True = kept, same shape) becomes a quantized tensor whose codebook is
-    the set of its distinct kept values (by bit pattern, so -0.0 and NaN payloads survive); the others
+    the set of its distinct kept values (by bit pattern, so -0.0 survives); the others
     are passthrough. Saved with ``label_code="raw"`` the file stores each kept value in 32 bits plus the
     coded positions: the paper's "pruned model" row. ``param_names``: the entries that are nn.Parameters
     (the paper's N); default all entries - pass ``[n for n, _ in model.named_parameters()]`` to leave out

@@ -149,6 +149,7 @@ def collect(results: str | os.PathLike, out: str | os.PathLike, *, command: str,
     Returns the README's path.
     """
     results, out, logs, run_folder = Path(results), Path(out), Path(logs), Path(run_folder)
+    _check_out_keeps_inputs(out, results=results, logs=logs, run_folder=run_folder)
     if add and replace:
         raise ValueError("give add or replace, not both")
     if add and not (out / "tables" / "table1.csv").exists():
@@ -219,6 +220,27 @@ def collect(results: str | os.PathLike, out: str | os.PathLike, *, command: str,
     else:
         staging.rename(out)
     return out / "README.md"
+
+
+def _check_out_keeps_inputs(out: Path, *, results: Path, logs: Path, run_folder: Path) -> None:
+    """A reference folder never replaces what it is made from: ``out`` may not be or hold the run folder,
+    and may not overlap results/, logs/, the run's source (.git, src, workflow, config, tests) or the
+    installed netquant package."""
+    target = out.resolve()
+
+    def overlaps(folder: Path) -> bool:
+        folder = folder.resolve()
+        return target == folder or folder in target.parents or target in folder.parents
+
+    run = run_folder.resolve()
+    if target == run or target in run.parents:
+        raise ValueError(f"--out {out} is or holds the run folder {run_folder}; give a folder of its own, e.g. "
+                         "reference/cpu")
+    package = Path(__file__).resolve().parent
+    for what, folder in (("the results", results), ("the logs", logs), ("netquant's source", package.parent),
+                         *((f"the run's {name}", run / name) for name in (".git", "src", "workflow", "config", "tests"))):
+        if overlaps(folder):
+            raise ValueError(f"--out {out} overlaps {what} ({folder}); give a folder of its own, e.g. reference/cpu")
 
 
 # What is drawn from all networks' tables: rebuilt from the merged tables when a run is added.

@@ -7,6 +7,7 @@ from netquant import config as netquant_config, vocabulary
 # --config download=false arrives as the string "false"; the schema wants a boolean
 if str(config.get("download")).lower() in ("true", "false"):
     config["download"] = str(config["download"]).lower() == "true"
+netquant_config.check_files(workflow.overwrite_configfiles or [])
 validate(config, "../schemas/config.schema.yaml")
 netquant_config.check(config)
 

@@ -90,12 +90,20 @@ SECTIONS = ("META", "BOOK", "LTAB", "LBIT", "ITAB", "IBIT", "PASS")
 LABEL_CODES = ("fixed", "huffman", "ans", "raw", "ans-layer")
 INDEX_CODES = coding.INDEX_CODES
 DEFAULT_INDEX_BOUND = 32  # 2^5, Deep Compression's bound for fc layers; see save()
+META_LIMIT = 4 << 20  # bytes of META once inflated: about 50,000 tensors' entries; a zlib bomb stops here
+MAX_DIMS = 32
+ELEMENT_ALLOWANCE = 1 << 20  # see element_limit
+ELEMENTS_PER_BYTE = 1024
 _HEADER = struct.Struct("<8sHHI")
 _FRAME = struct.Struct("<4sI")
 
 
 class ContainerError(ValueError):
-    """The file is not a valid .nqz file: the message says what is wrong and where."""
+    """The file is not a valid .nqz file: the message says what is wrong and where, on one line of ASCII
+    (whatever bytes of the file it quotes are escaped)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(message.encode("ascii", "backslashreplace").decode("ascii").split()))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -141,6 +149,34 @@ class _Reader:
             if shift > 63:
                 raise ContainerError(f"section {self.section}: malformed varint at byte {self.pos}")
 
+    def count(self, what: str, min_bytes: int = 1) -> int:
+        """A varint count of items that take at least ``min_bytes`` each in what is left of the section."""
+        n = self.varint()
+        if n * min_bytes > len(self.data) - self.pos:
+            raise ContainerError(f"section {self.section}: {n:,} {what} announced at byte {self.pos}, but "
+                                 f"only {len(self.data) - self.pos:,} bytes follow")
+        return n
+
+    def varints(self, n: int, what: str) -> np.ndarray:
+        """``n`` consecutive varints (each < 2^63) as int64, decoded at once."""
+        if n > len(self.data) - self.pos:
+            raise ContainerError(f"section {self.section}: {n:,} {what} announced at byte {self.pos}, but "
+                                 f"only {len(self.data) - self.pos:,} bytes follow")
+        raw = np.frombuffer(self.data, np.uint8, count=min(len(self.data) - self.pos, 9 * n), offset=self.pos)
+        ends = np.flatnonzero(raw < 0x80)[:n]
+        if ends.size < n:
+            raise ContainerError(f"section {self.section}: content ends inside the {what} at byte {self.pos}")
+        starts = np.concatenate([[0], ends[:-1] + 1]) if n else ends
+        if n and (ends - starts).max() > 8:
+            raise ContainerError(f"section {self.section}: malformed varint among the {what} at byte {self.pos}")
+        values = np.zeros(n, np.int64)
+        for j in range(int((ends - starts).max()) + 1 if n else 0):
+            at = starts + j
+            use = at <= ends
+            values[use] |= (raw[at[use]].astype(np.int64) & 0x7F) << (7 * j)
+        self.pos += int(ends[-1]) + 1 if n else 0
+        return values
+
     def take(self, n: int) -> bytes:
         self._need(n)
         out = self.data[self.pos : self.pos + n]
@@ -156,6 +192,14 @@ class _Reader:
     def done(self) -> None:
         if self.pos != len(self.data):
             raise ContainerError(f"section {self.section}: {len(self.data) - self.pos} unexpected bytes at the end")
+
+
+def element_limit(file_bytes: int) -> int:
+    """The most elements (parameters and buffers) a file of ``file_bytes`` bytes may decode to: 2^20, plus
+    1,024 per byte of the file, a compression ratio of 4,096x against float32 (the best file of the paper's
+    networks is below 100x). Every claimed size is checked against it before anything is allocated, so a
+    small file can never make the reader allocate gigabytes; ``read(..., max_elements=)`` raises it."""
+    return ELEMENT_ALLOWANCE + ELEMENTS_PER_BYTE * file_bytes
 
 
 def _crc(data: bytes) -> int:
@@ -314,6 +358,14 @@ class Encoding:
             if np.asarray(arr).dtype.kind not in "biufc":
                 raise ValueError(f"passthrough {name!r} has dtype {np.asarray(arr).dtype}; "
                                  "only numeric arrays can be stored")
+            if np.asarray(arr).dtype.kind in "fc" and not np.isfinite(arr).all():
+                raise ValueError(f"{name!r} holds NaN or infinite values; a file stores finite numbers only "
+                                 "(check the training run that produced the model)")
+        for name, t in qmodel.tensors.items():
+            book = qmodel.codebooks[t.codebook]
+            if not np.isfinite(book[t.labels[t.labels != PRUNED]]).all():
+                raise ValueError(f"{name!r} holds NaN or infinite values; a file stores finite numbers only "
+                                 "(check the training run that produced the model)")
         self.qmodel, self.index_bound = qmodel, index_bound
         self.parts = _stream_parts(qmodel)
         self.symbols = [np.concatenate(p) if p else np.zeros(0, np.int32) for p in self.parts]
@@ -391,8 +443,9 @@ def encode(qmodel: QuantizedModel, *, label_code: str = "huffman", index_code: s
 # reading
 
 
-def parse(data: bytes) -> Parsed:
-    """Check the framing and CRCs of ``data`` and read its META section. Raises ``ContainerError``."""
+def parse(data: bytes, max_elements: int | None = None) -> Parsed:
+    """Check the framing and CRCs of ``data`` and read its META section, checking every size it claims
+    against what the file can hold (see :func:`element_limit`). Raises ``ContainerError``."""
     n = len(data)
     if data[: min(n, 8)] != MAGIC[: min(n, 8)]:
         raise ContainerError(f"not a netquant .nqz file (bad magic {data[:8]!r}, expected {MAGIC!r})")
@@ -426,48 +479,79 @@ def parse(data: bytes) -> Parsed:
         pos = end
     if pos != n:
         raise ContainerError(f"{n - pos} unexpected bytes after the last section (byte {pos}): the file is corrupted")
+    return _parse_meta(_inflate_meta(sections["META"]), version, sections, section_bytes, n, max_elements)
+
+
+def _inflate_meta(payload: bytes) -> bytes:
+    inflater = zlib.decompressobj()
     try:
-        meta = zlib.decompress(sections["META"])
+        meta = inflater.decompress(payload, META_LIMIT + 1)
     except zlib.error as exc:
         raise ContainerError(f"section META: not zlib data ({exc})") from exc
-    return _parse_meta(meta, version, sections, section_bytes, n)
+    if len(meta) > META_LIMIT:
+        raise ContainerError(f"section META: inflates to more than {META_LIMIT >> 20} MiB, the format's limit "
+                             "(a zlib bomb, or not a netquant file)")
+    if not inflater.eof or inflater.unused_data:
+        raise ContainerError("section META: the zlib stream is incomplete or followed by other data")
+    return meta
 
 
-def _parse_meta(meta: bytes, version: int, sections, section_bytes, n: int) -> Parsed:
+def _parse_meta(meta: bytes, version: int, sections, section_bytes, n: int, max_elements: int | None) -> Parsed:
     r = _Reader(meta, "META")
     label_id, index_id, bound = r.varint(), r.varint(), r.varint()
     if label_id >= len(LABEL_CODES) or index_id >= len(INDEX_CODES) or bound < 1:
         raise ContainerError(f"section META: unknown label code {label_id} / index code {index_id} / bound {bound}")
-    sizes = [r.varint() for _ in range(r.varint())]
-    entries = []
-    for _ in range(r.varint()):
+    # each codebook also has a label stream record (>= 5 bytes) further on
+    sizes = [int(v) for v in r.varints(r.count("codebooks", 6), "codebook sizes")]
+    entries, names = [], set()
+    for _ in range(r.count("entries", 4)):
         try:
-            name = r.take(r.varint()).decode("utf-8")
+            name = r.take(r.count("bytes of an entry name")).decode("utf-8")
         except UnicodeDecodeError as exc:
             raise ContainerError(f"section META: entry name is not UTF-8 ({exc})") from exc
+        if not name or name in names:
+            raise ContainerError(f"section META: entry {len(entries)} has {'an empty' if not name else 'a repeated'} "
+                                 f"name {name!r}")
+        names.add(name)
         flags = r.u8()
+        ndim = r.varint()
+        if ndim > MAX_DIMS:
+            raise ContainerError(f"section META: entry {name!r} has {ndim} dimensions (at most {MAX_DIMS})")
+        shape = tuple(int(v) for v in r.varints(ndim, f"dimensions of entry {name!r}"))
         if flags & 1:
-            shape = tuple(r.varint() for _ in range(r.varint()))
             entry = Entry(name, shape, True, bool(flags & 2), codebook=r.varint(), n_kept=r.varint())
             if entry.codebook >= len(sizes) or entry.n_kept > entry.size:
                 raise ContainerError(f"section META: entry {name!r} has codebook {entry.codebook} "
                                      f"of {len(sizes)} and {entry.n_kept} of {entry.size} elements kept")
         else:
-            shape = tuple(r.varint() for _ in range(r.varint()))
-            dtype = r.take(r.varint()).decode("ascii", "replace")
+            dtype = r.take(r.count("bytes of a dtype")).decode("ascii", "replace")
             try:
                 ok = np.dtype(dtype).kind in "biufc"
-            except TypeError:
+            except (TypeError, ValueError):
                 ok = False
             if not ok:
                 raise ContainerError(f"section META: entry {name!r} has unsupported dtype {dtype!r}")
             entry = Entry(name, shape, False, bool(flags & 2), dtype=dtype)
         entries.append(entry)
+    limit = element_limit(n) if max_elements is None else max_elements
+    total = sum(e.size for e in entries)
+    if total > limit:
+        largest = max(entries, key=lambda e: e.size)
+        raise ContainerError(f"section META: the entries claim {total:,} elements (the largest, {largest.name!r}, "
+                             f"{largest.size:,}), more than a {n:,}-byte file may hold ({limit:,}; "
+                             "netquant.container.read(..., max_elements=) raises the limit)")
+    n_quantized = sum(e.quantized for e in entries)
+    if len(sizes) > max(1, n_quantized):
+        raise ContainerError(f"section META: {len(sizes):,} codebooks for {n_quantized} quantized entries")
     label_bits, label_crc = [], []
     for _ in sizes:
         label_bits.append(r.varint())
         label_crc.append(r.u32())
     index_symbols, index_bits, index_crc = r.varint(), r.varint(), r.u32()
+    sparse_size = sum(e.size for e in entries if e.quantized and e.n_kept < e.size)
+    if index_symbols > sparse_size:
+        raise ContainerError(f"section META: {index_symbols:,} index symbols announced for {sparse_size:,} "
+                             "positions of pruned tensors")
     network: dict = {}
     if version >= 2:
         try:
@@ -481,9 +565,10 @@ def _parse_meta(meta: bytes, version: int, sections, section_bytes, n: int) -> P
                   entries, label_bits, label_crc, index_symbols, index_bits, index_crc, n, network=network)
 
 
-def decode(data: bytes) -> QuantizedModel:
-    """The QuantizedModel held by the .nqz bytes ``data``. Raises ``ContainerError`` on any defect."""
-    return _decode(parse(data))
+def decode(data: bytes, max_elements: int | None = None) -> QuantizedModel:
+    """The QuantizedModel held by the .nqz bytes ``data``. Raises ``ContainerError`` on any defect; a file
+    may claim at most ``max_elements`` elements (default :func:`element_limit` of its size)."""
+    return _decode(parse(data, max_elements))
 
 
 def _decode(p: Parsed) -> QuantizedModel:
@@ -512,7 +597,7 @@ def _decode(p: Parsed) -> QuantizedModel:
                     if flag > 1:
                         raise ContainerError(f"section ITAB: mask model flag {flag} (0 per tensor, 1 context)")
                     rows = coding.mask_rows(e.shape)[0]
-                    row_counts.append(np.array([table.varint() for _ in range(rows)], np.int64) if flag else None)
+                    row_counts.append(table.varints(rows, f"row counts of {e.name!r}") if flag else None)
                 table.done()
                 masks = coding.mask_context_decode(index_data, [e.shape for e in sparse],
                                                    [e.n_kept for e in sparse], row_counts)
@@ -564,20 +649,22 @@ def _decode(p: Parsed) -> QuantizedModel:
                 elif p.label_code == "huffman":
                     lengths = np.frombuffer(tables.take(k), np.uint8).astype(np.int64) - 1
                     p.label_tables.append(lengths)
+                    if n > nbits and np.count_nonzero(lengths >= 0) > 1:
+                        raise coding.CodingError(f"{n:,} labels announced in {nbits:,} bits")
                     labels = coding.huffman_decode(data, nbits, lengths, n)
                 elif p.label_code == "ans":
-                    counts = np.array([tables.varint() for _ in range(k)], dtype=np.int64)
+                    counts = tables.varints(k, f"symbol counts of stream {s}")
                     p.label_tables.append(counts)
                     labels = coding.ans_decode(data, counts, n)
                 else:
-                    shared = np.array([tables.varint() for _ in range(k)], dtype=np.int64)
+                    shared = tables.varints(k, f"symbol counts of stream {s}")
                     sizes = [e.n_kept for e in quantized if e.codebook == s]
                     own = []
                     for _ in sizes:
                         flag = tables.take(1)[0]
                         if flag > 1:
                             raise coding.CodingError(f"tensor model flag {flag} (0 shared, 1 own counts)")
-                        own.append(np.array([tables.varint() for _ in range(k)], dtype=np.int64) if flag else None)
+                        own.append(tables.varints(k, f"symbol counts of a tensor of stream {s}") if flag else None)
                     if int(shared.sum()) != n:
                         raise coding.CodingError(f"stream counts sum to {int(shared.sum())}, {n} labels announced")
                     p.label_tables.append(shared)
@@ -634,10 +721,11 @@ def _read_bytes(path: str | os.PathLike) -> bytes:
     return Path(path).read_bytes()
 
 
-def read(path: str | os.PathLike) -> QuantizedModel:
-    """The QuantizedModel stored in the .nqz file ``path``. Raises ``ContainerError`` on any defect."""
+def read(path: str | os.PathLike, max_elements: int | None = None) -> QuantizedModel:
+    """The QuantizedModel stored in the .nqz file ``path``. Raises ``ContainerError`` on any defect (see
+    :func:`decode`)."""
     try:
-        return decode(_read_bytes(path))
+        return decode(_read_bytes(path), max_elements)
     except ContainerError as exc:
         raise ContainerError(f"{path}: {exc}") from None
 
@@ -675,7 +763,7 @@ def write(path: str | os.PathLike, qmodel: QuantizedModel, *, label_code: str = 
     elif encoding.qmodel is not qmodel or encoding.index_bound != index_bound:
         raise ValueError("the encoding is of another model or index bound")
     data = encoding.file(label_code, index_code)
-    parsed = parse(data)
+    parsed = parse(data, max_elements=qmodel.n_elements)
     decoded = _decode(parsed)
     _check_equal(qmodel, decoded)
     write_bytes(path, data)
