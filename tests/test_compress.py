@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from helpers import REPO
-from netquant import compress, container
+from netquant import compress, container, models
 
 
 def _loader(n=16, batch=8, size=32, classes=10, seed=0):
@@ -136,3 +136,30 @@ def test_cli_compress_at_a_floor(tmp_path):
     # every probe meets a 0% floor, so the file kept is the probe of largest ratio
     assert result["ratio"] == pytest.approx(max(p["ratio"] for p in result["probes"]), rel=1e-6)
     assert len(result["probes"]) == 6 == len(list((tmp_path / "r.nqz.probes").glob("k=*.nqz")))
+
+
+def test_batchnorm_statistics_fold_into_the_file(tmp_path):
+    torch.manual_seed(0)
+    model = models.build("resnet32").eval()
+    for module in model.modules():  # statistics far from the defaults, as after training
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-1, 1)
+            module.running_var.uniform_(0.2, 3)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.5, 0.5)
+    folded = compress.quantize(model, method="uniform", bits=4)
+    plain = compress.quantize(model, method="uniform", bits=4, fold_batchnorm=False)
+    m_folded = compress.save(folded, tmp_path / "folded.nqz")
+    m_plain = compress.save(plain, tmp_path / "plain.nqz")
+    statistics = sum(m.running_mean.numel() + m.running_var.numel() for m in model.modules()
+                     if isinstance(m, torch.nn.BatchNorm2d))
+    assert m_folded["n_params"] == m_plain["n_params"] == 464154  # N stays the paper's
+    saved = m_plain["file_bytes"] - m_folded["file_bytes"]
+    # each of the 62 statistics tensors is stored as one value; META's compressed size moves by a few bytes
+    assert 4 * statistics - 4 * 62 - 16 <= saved <= 4 * statistics
+    x = torch.randn(16, 3, 32, 32)
+    with torch.no_grad():
+        want = compress.load(tmp_path / "plain.nqz", models.build("resnet32")).eval()(x)
+        got = compress.load(tmp_path / "folded.nqz", models.build("resnet32")).eval()(x)
+    # the same function up to float32 rounding: within 1e-5 of the outputs' scale
+    assert (got - want).abs().max() <= 1e-5 * want.abs().max(), (got - want).abs().max()

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 import netquant
 from netquant import container, models
 from netquant.container import ContainerError
-from helpers import optimal_huffman_cost
+from helpers import REPO, optimal_huffman_cost
 from netquant.qmodel import PRUNED, QuantizedModel, QuantizedTensor, from_pruned
 
 KEEP = 0.09  # Table 1: LeNet pruned by 91%
@@ -332,9 +332,9 @@ def test_foreign_and_future_files(tmp_path, small_file):
     with pytest.raises(ContainerError, match="truncated at byte 0"):
         container.decode(b"")
     future = bytearray(small_file)
-    future[8:10] = struct.pack("<H", 3)
+    future[8:10] = struct.pack("<H", 4)
     future[12:16] = struct.pack("<I", zlib.crc32(bytes(future[:12])))
-    with pytest.raises(ContainerError, match="unsupported format version 3"):
+    with pytest.raises(ContainerError, match="unsupported format version 4"):
         container.decode(bytes(future))
     with pytest.raises(ContainerError, match="3 unexpected bytes after the last section"):
         container.decode(small_file + b"abc")
@@ -473,3 +473,17 @@ def test_fuzzed_files_are_refused_cleanly(small_file, data):
     except ContainerError:
         return
     assert container.encode(decoded) == damaged  # only a file's own content decodes
+
+
+def test_constant_entries_are_stored_once_and_version_2_files_are_still_read():
+    q = QuantizedModel([np.array([-1.0, 1.0], np.float32)], {"w": QuantizedTensor((4,), 0, np.array([0, 1, 1, 0], np.int32))},
+                       {"mean": np.zeros(1000, np.float32), "var": np.full(1000, 0.99999, np.float32),
+                        "steps": np.array(7, np.int64), "b": np.arange(4, dtype=np.float32)},
+                       ["w", "mean", "var", "steps", "b"], ["w", "b"])
+    data = container.encode(q)
+    assert container.parse(data).section_bytes["PASS"] == 12 + 4 + 4 + 8 + 16
+    assert_state_dicts_identical(container.decode(data).state_dict(), q.state_dict())
+    # a file of the previous version, from the reference folder: still decodes, to the same network as ever
+    v2 = REPO / "reference" / "cpu" / "files" / "lenet5" / "pruned.nqz"
+    parsed = container.parse(v2.read_bytes())
+    assert parsed.version == 2 and container.read(v2).n_params == 431080

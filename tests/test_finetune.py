@@ -279,3 +279,35 @@ def test_clipping_bounds_each_step_of_a_wrecked_network():
 
     assert moved(0.5)[0] <= 0.1 * 0.5 * (1 + 1e-5) and moved(0.5)[1] == 1
     assert moved(None)[0] > 10 * 0.1 * 0.5 and moved(None)[1] == 0
+
+
+def test_training_the_unquantized_parameters_too():
+    """Biases are stored as they are: training them with the centres lowers the loss further, labels fixed."""
+    torch.set_num_threads(1)
+    mlp, x, y = toy_problem()
+    qmodel = quantize_by_rounding(mlp, ["0.weight", "2.weight"], k=3, prune_fraction=0.3)
+    batches = [(x[i:i + 64], y[i:i + 64]) for i in range(0, 512, 64)]
+    centres, _ = finetune_codebooks(copy.deepcopy(mlp), qmodel, batches, steps=60, lr=0.2)
+    both, _ = finetune_codebooks(copy.deepcopy(mlp), qmodel, batches, steps=60, lr=0.2, train_unquantized=True)
+    for name in both.tensors:
+        np.testing.assert_array_equal(both.tensors[name].labels, qmodel.tensors[name].labels)
+    assert not np.array_equal(both.passthrough["0.bias"], qmodel.passthrough["0.bias"])
+    assert decoded_loss(mlp, both, x, y) < decoded_loss(mlp, centres, x, y)
+
+
+def test_batchnorm_statistics_measured_again_on_the_quantized_network():
+    from netquant import batchnorm
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 36, 2))
+    qmodel = quantize_by_rounding(model, ["0.weight", "4.weight"], k=4)
+    x = torch.randn(256, 3, 8, 8) * 2 + 1
+    measured = batchnorm.reestimate(copy.deepcopy(model), qmodel, [(x[i:i + 64], None) for i in range(0, 256, 64)])
+    decoded = copy.deepcopy(model)
+    decoded.load_state_dict(qmodel.state_dict())
+    with torch.no_grad():
+        features = decoded[0](x)  # the quantized convolution's outputs: their per-channel mean and variance
+    np.testing.assert_allclose(measured.passthrough["1.running_mean"], features.mean((0, 2, 3)).numpy(), rtol=1e-4)
+    np.testing.assert_allclose(measured.passthrough["1.running_var"], features.var((0, 2, 3)).numpy(), rtol=1e-3)
+    assert_same_assignment(qmodel, QuantizedModel(measured.codebooks, measured.tensors, qmodel.passthrough,
+                                                  measured.order, measured.param_names))

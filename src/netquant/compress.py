@@ -31,7 +31,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from netquant import container, data, models, train
+from netquant import batchnorm, container, data, models, train
 from netquant.qmodel import QuantizedModel
 from netquant.vocabulary import DATASETS, FOLDER_DATASETS
 
@@ -284,7 +284,7 @@ def quantize(model: nn.Module, importance: dict[str, torch.Tensor] | None = None
              bits: float | None = None, k: int | None = None, step: float | None = None, lam: float | None = None,
              scope: str = "all", include: str = "weights", pruned: str = "zeros",
              masks: dict[str, torch.Tensor] | None = None, seed: int = 0, network: dict[str, Any] | None = None,
-             return_results: bool = False, **options):
+             fold_batchnorm: bool = True, return_results: bool = False, **options):
     """Quantize ``model``'s parameters (``include``) with ``method`` at one rate: ``bits`` (the average
     codeword length the method aims at, as in the paper's figures), or the method's own ``k``, ``step`` or
     ``lam``. ``scope``: "all" (one codebook for all layers, the paper) or "layer". ``pruned``: "zeros"
@@ -292,7 +292,9 @@ def quantize(model: nn.Module, importance: dict[str, torch.Tensor] | None = None
     checkpoint's) gives the pruned positions instead. ``network``: a description stored in the file.
     ``options``: see :func:`netquant.quantize.quantize` (a config's ``quantize.options`` as they are:
     ``ecsq_k`` is ECSQ's initial k, ``bins`` the DP solvers' grid). With ``return_results``, also the
-    :class:`netquant.quantize.QuantizationResult` of each codebook.
+    :class:`netquant.quantize.QuantizationResult` of each codebook. ``fold_batchnorm``: BatchNorm running
+    statistics folded into the layers' affine parameters (:mod:`netquant.batchnorm`; the eval-mode network
+    is the same, and its file does not store the statistics).
     """
     from netquant import quantize as quantizers
 
@@ -320,8 +322,10 @@ def quantize(model: nn.Module, importance: dict[str, torch.Tensor] | None = None
                                           parameters=[n for n, _ in model.named_parameters()], seed=seed,
                                           return_results=return_results, **options)
     qmodel = quantized[0] if return_results else quantized
+    if fold_batchnorm:
+        qmodel = batchnorm.fold(qmodel, model)
     qmodel.network = dict(network or {})
-    return quantized
+    return (qmodel, quantized[1]) if return_results else qmodel
 
 
 def finetune(model: nn.Module, qmodel: QuantizedModel, loader, *, steps: int, lr: float, momentum: float = 0.9,

@@ -72,7 +72,8 @@ class CodebookNetwork:
     [k_b]) is the number of unpruned elements that use each of its values, over all tensors.
     """
 
-    def __init__(self, model: nn.Module, qmodel: QuantizedModel, device: torch.device) -> None:
+    def __init__(self, model: nn.Module, qmodel: QuantizedModel, device: torch.device, *,
+                 train_unquantized: bool = False) -> None:
         self.model = model
         self.channels_last = use_channels_last(model)
         self.centers = [torch.tensor(book, dtype=torch.float32, device=device, requires_grad=True)
@@ -89,14 +90,21 @@ class CodebookNetwork:
             self.index[name] = torch.where(kept, labels, torch.full_like(labels, k))
             self.shapes[name] = tensor.shape
             self.codebook_of[name] = tensor.codebook
+        # The unquantized parameters (biases, BatchNorm's affine parameters) as trainable leaves, or none
+        self.unquantized = {
+            name: torch.tensor(np.asarray(qmodel.passthrough[name]), dtype=torch.float32, device=device,
+                               requires_grad=True)
+            for name in qmodel.param_names
+            if train_unquantized and name in qmodel.passthrough and np.asarray(qmodel.passthrough[name]).dtype.kind == "f"}
         # Detached views of the model's own passthrough tensors (no copy, no gradient).
-        self.frozen = {name: value for name, value in model.state_dict().items() if name not in self.index}
+        self.frozen = {name: value for name, value in model.state_dict().items()
+                       if name not in self.index and name not in self.unquantized}
         self._zero = torch.zeros(1, dtype=torch.float32, device=device)
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """Every state_dict entry: quantized ones gathered from the codebooks, the rest frozen."""
         books = [torch.cat([centers, self._zero]) for centers in self.centers]
-        out = dict(self.frozen)
+        out = {**self.frozen, **self.unquantized}
         for name, index in self.index.items():
             value = books[self.codebook_of[name]][index].view(self.shapes[name])
             if self.channels_last and value.dim() == 4:
@@ -110,12 +118,15 @@ class CodebookNetwork:
         return torch.func.functional_call(self.model, self.tensors(), (inputs,))
 
     def quantized_model(self, template: QuantizedModel) -> QuantizedModel:
-        """``template`` with the current centres as codebooks (labels, passthrough and order copied)."""
+        """``template`` with the current centres as codebooks (and trained unquantized parameters; labels,
+        the other passthrough entries and order copied)."""
         return QuantizedModel(
             codebooks=[c.detach().cpu().numpy().astype(np.float32) for c in self.centers],
             tensors={name: QuantizedTensor(t.shape, t.codebook, t.labels.copy())
                      for name, t in template.tensors.items()},
-            passthrough={name: np.array(v, copy=True) for name, v in template.passthrough.items()},
+            passthrough={name: (self.unquantized[name].detach().cpu().numpy().astype(np.asarray(v).dtype)
+                                if name in self.unquantized else np.array(v, copy=True))
+                         for name, v in template.passthrough.items()},
             order=list(template.order),
             param_names=list(template.param_names),
             network=dict(template.network),
@@ -136,6 +147,7 @@ def finetune_codebooks(
     device: str | torch.device = "cpu",
     precision: str = "fp32",
     max_grad_norm: float | None = 1.0,
+    train_unquantized: bool = False,
     eval_fn: Callable[[nn.Module], Any] | None = None,
     progress: bool = False,
 ) -> tuple[QuantizedModel, FinetuneHistory]:
@@ -162,6 +174,8 @@ def finetune_codebooks(
             None = never. A healthy quantized network's centre gradients are far below 1 with "mean"; a
             coarse quantization that wrecks the network (logits of 1e6 and more) has gradients of 1e8, and
             one unclipped step would make it NaN.
+        train_unquantized: also train the parameters that are stored unquantized (biases, BatchNorm's
+            affine parameters: 32 bits each in the file either way), plain gradients, same optimizer.
         eval_fn: optional eval_fn(model) -> anything JSON-able (e.g. accuracy), called before and after.
         progress: show a tqdm progress bar.
 
@@ -184,8 +198,9 @@ def finetune_codebooks(
         history.eval_before = eval_fn(model)
         model.eval()
 
-    network = CodebookNetwork(model, qmodel, device)
-    optimizer = torch.optim.SGD(network.centers, lr=0.0, momentum=momentum, weight_decay=weight_decay)
+    network = CodebookNetwork(model, qmodel, device, train_unquantized=train_unquantized)
+    trained = network.centers + list(network.unquantized.values())
+    optimizer = torch.optim.SGD(trained, lr=0.0, momentum=momentum, weight_decay=weight_decay)
     stream = _endless(batches)
     start = time.perf_counter()
     with tqdm(total=steps, desc="finetune", unit="step", disable=not progress) as bar:
@@ -205,7 +220,7 @@ def finetune_codebooks(
                     if centers.grad is not None:
                         centers.grad.div_(counts.clamp(min=1.0))
             if max_grad_norm is not None:
-                norm = float(torch.nn.utils.clip_grad_norm_(network.centers, max_grad_norm))
+                norm = float(torch.nn.utils.clip_grad_norm_(trained, max_grad_norm))
                 history.clipped += int(norm > max_grad_norm)
             optimizer.step()
             value = loss.item()

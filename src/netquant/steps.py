@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from netquant import data, logs, models, prune, train
+from netquant import batchnorm, data, logs, models, prune, train
 from netquant.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from netquant.io import atomic_path, write_json, write_text
 
@@ -245,6 +245,7 @@ def encode_pruned(arch: str, *, model_path: str, metrics_path: str, source: dict
     parameters = [row["name"] for row in read_json(metrics_path)["layers"]]
     network = compress.describe(arch, source["dataset"], source_for(source))
     qmodel = from_pruned(ckpt.state_dict, ckpt.masks, param_names=parameters, network=network)
+    qmodel = batchnorm.fold(qmodel, build_model(arch, source_for(source)))
     m = container.save(out_file, qmodel, label_code="raw", index_code=coding_cfg["index_code"],
                        index_bound=coding_cfg["index_bound"])
     write_json(out_metrics, m)

@@ -24,7 +24,7 @@ File layout (all integers little-endian; varint = unsigned LEB128):
 
     header (16 bytes)
       0   8  magic  89 4E 51 5A 0D 0A 1A 0A  ("\\x89NQZ\\r\\n\\x1a\\n")
-      8   2  u16 format version (2; version 1 has no network description)
+      8   2  u16 format version (3; version 2 has no constant entries, version 1 no network description)
       10  2  u16 number of sections (7)
       12  4  u32 CRC32 of bytes 0..11
     7 sections, in this order, each framed as
@@ -38,7 +38,8 @@ File layout (all integers little-endian; varint = unsigned LEB128):
             (0 deep-compression, 1 mask-ans, 2 mask-context), varint index bound,
             varint number of codebooks, varint size of each (0 with the raw code),
             varint number of entries, then per state_dict entry in order:
-              varint name length, UTF-8 name, u8 flags (bit 0 quantized, bit 1 nn.Parameter),
+              varint name length, UTF-8 name, u8 flags (bit 0 quantized, bit 1 nn.Parameter, bit 2
+              constant: a passthrough entry whose elements are all one value, stored once in PASS),
               varint ndim, varint dims...,
               quantized: varint codebook, varint number of unpruned elements;
               passthrough: varint length, numpy dtype string (e.g. "<f4", "<i8", "|b1"),
@@ -58,7 +59,7 @@ File layout (all integers little-endian; varint = unsigned LEB128):
           some but not all of its elements, in order, a byte 0 (coded as by mask-ans) or 1 followed by
           the varint kept count of each of its rows (coded with the context model)
     IBIT  index stream
-    PASS  passthrough tensors, in order, raw little-endian C-order bytes
+    PASS  passthrough tensors, in order, raw little-endian C-order bytes (one element of a constant one)
 
 Every section and the decoded content of every stream carry a CRC32, so a truncated, bit-flipped or
 foreign file raises ``ContainerError`` naming what is wrong; it never decodes to a wrong model.
@@ -70,6 +71,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -84,8 +86,8 @@ from netquant.io import write_bytes
 from netquant.qmodel import PRUNED, QuantizedModel, QuantizedTensor
 
 MAGIC = b"\x89NQZ\r\n\x1a\n"
-VERSION = 2  # 2 adds the network description at the end of META; version 1 files are still read
-READABLE_VERSIONS = (1, 2)
+VERSION = 3  # 3 adds constant entries, 2 the network description; versions 1 and 2 are still read
+READABLE_VERSIONS = (1, 2, 3)
 SECTIONS = ("META", "BOOK", "LTAB", "LBIT", "ITAB", "IBIT", "PASS")
 LABEL_CODES = ("fixed", "huffman", "ans", "raw", "ans-layer")
 INDEX_CODES = coding.INDEX_CODES
@@ -219,6 +221,7 @@ class Entry:
     codebook: int = 0  # quantized only
     n_kept: int = 0  # quantized only
     dtype: str = "<f4"  # passthrough only
+    constant: bool = False  # passthrough only: one value stored for all elements
 
     @property
     def size(self) -> int:
@@ -341,6 +344,18 @@ def _little_endian(arr) -> np.ndarray:
     return arr.astype(arr.dtype.newbyteorder("<"), copy=False)
 
 
+def _constant(arr: np.ndarray) -> bool:
+    """Whether a passthrough array is stored as one value: two or more elements, all the same bytes."""
+    if arr.size < 2:
+        return False
+    raw = np.frombuffer(arr.tobytes(), np.uint8).reshape(arr.size, arr.dtype.itemsize)
+    return bool((raw == raw[0]).all())
+
+
+def _passthrough_bytes(arr: np.ndarray) -> bytes:
+    return arr.reshape(-1)[:1].tobytes() if _constant(arr) else arr.tobytes()
+
+
 def _mask_bytes(masks: list[np.ndarray]) -> bytes:
     return np.packbits(np.concatenate(masks)).tobytes() if masks else b""
 
@@ -410,7 +425,7 @@ class Encoding:
             else:
                 arr = _little_endian(qmodel.passthrough[name])
                 dtype = arr.dtype.str.encode("ascii")
-                meta.append(2 if name in params else 0)
+                meta.append((2 if name in params else 0) | (4 if _constant(arr) else 0))
                 meta += _varints([arr.ndim, *arr.shape, len(dtype)]) + dtype
         for _, _, nbits, crc in labels:
             meta += _varints([nbits]) + struct.pack("<I", crc)
@@ -419,7 +434,7 @@ class Encoding:
         meta += _varints([len(network)]) + network
 
         books = b"" if label_code == "raw" else b"".join(b.astype("<f4").tobytes() for b in qmodel.codebooks)
-        passthrough = b"".join(_little_endian(qmodel.passthrough[n]).tobytes()
+        passthrough = b"".join(_passthrough_bytes(_little_endian(qmodel.passthrough[n]))
                                for n in qmodel.order if n in qmodel.passthrough)
         payloads = [zlib.compress(bytes(meta), 9), books, b"".join(s[0] for s in labels),
                     b"".join(s[1] for s in labels), index_table, index_data, passthrough]
@@ -514,6 +529,8 @@ def _parse_meta(meta: bytes, version: int, sections, section_bytes, n: int, max_
                                  f"name {name!r}")
         names.add(name)
         flags = r.u8()
+        if flags > 7 or (flags & 5 == 5) or (flags & 4 and version < 3):
+            raise ContainerError(f"section META: entry {name!r} has flags {flags} (version {version})")
         ndim = r.varint()
         if ndim > MAX_DIMS:
             raise ContainerError(f"section META: entry {name!r} has {ndim} dimensions (at most {MAX_DIMS})")
@@ -525,13 +542,14 @@ def _parse_meta(meta: bytes, version: int, sections, section_bytes, n: int, max_
                                      f"of {len(sizes)} and {entry.n_kept} of {entry.size} elements kept")
         else:
             dtype = r.take(r.count("bytes of a dtype")).decode("ascii", "replace")
+            ok = re.fullmatch(r"[<>|][biufc][0-9]{1,2}", dtype) is not None  # numpy parses anything else too
             try:
-                ok = np.dtype(dtype).kind in "biufc"
+                ok = ok and np.dtype(dtype).kind in "biufc"
             except (TypeError, ValueError):
                 ok = False
             if not ok:
                 raise ContainerError(f"section META: entry {name!r} has unsupported dtype {dtype!r}")
-            entry = Entry(name, shape, False, bool(flags & 2), dtype=dtype)
+            entry = Entry(name, shape, False, bool(flags & 2), dtype=dtype, constant=bool(flags & 4))
         entries.append(entry)
     limit = element_limit(n) if max_elements is None else max_elements
     total = sum(e.size for e in entries)
@@ -619,6 +637,8 @@ def _decode(p: Parsed) -> QuantizedModel:
     books = np.frombuffer(books_data, "<f4").astype(np.float32)
     bounds = np.cumsum([0, *p.codebook_sizes])
     codebooks = [books[bounds[i] : bounds[i + 1]].copy() for i in range(len(p.codebook_sizes))]
+    if not np.isfinite(books).all():
+        raise ContainerError("section BOOK: a shared value is NaN or infinite; a file holds finite numbers only")
 
     # labels
     n_stream = [0] * len(codebooks)
@@ -639,6 +659,8 @@ def _decode(p: Parsed) -> QuantizedModel:
                 if nbits != 32 * n:
                     raise coding.CodingError(f"raw stream has {nbits} bits, {n} values need {32 * n}")
                 values = np.frombuffer(data, "<f4").astype(np.float32)
+                if not np.isfinite(values).all():
+                    raise coding.CodingError("a stored value is NaN or infinite; a file holds finite numbers only")
                 streams.append(values)
                 decoded = values.tobytes()
             else:
@@ -701,12 +723,16 @@ def _decode(p: Parsed) -> QuantizedModel:
             tensors[e.name] = QuantizedTensor(e.shape, e.codebook, labels)
         else:
             dtype = np.dtype(e.dtype)
-            nbytes = e.size * dtype.itemsize
+            nbytes = (1 if e.constant else e.size) * dtype.itemsize
             if pass_offset + nbytes > len(pass_data):
                 raise ContainerError(f"section PASS ends at byte {len(pass_data)}, entry {e.name!r} needs "
                                      f"bytes {pass_offset}..{pass_offset + nbytes}")
             raw = pass_data[pass_offset : pass_offset + nbytes]
-            passthrough[e.name] = np.frombuffer(raw, dtype).astype(dtype.newbyteorder("=")).reshape(e.shape)
+            values = np.frombuffer(raw, dtype).astype(dtype.newbyteorder("="))
+            if dtype.kind in "fc" and not np.isfinite(values).all():
+                raise ContainerError(f"section PASS: entry {e.name!r} holds NaN or infinite values; a file holds "
+                                     "finite numbers only")
+            passthrough[e.name] = np.full(e.shape, values[0]) if e.constant else values.reshape(e.shape)
             pass_offset += nbytes
     if pass_offset != len(pass_data):
         raise ContainerError(f"section PASS has {len(pass_data) - pass_offset} bytes beyond its entries")
