@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from netquant import quantize, reference, search, sweeps
+from netquant import compress, reference, search, sweeps
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -52,12 +52,10 @@ def main() -> None:
                               importance_name="bench", scope="all", quantize_cfg=cfg["quantize"],
                               coding_cfg=cfg["coding"], model_path=args.model, importance_path=args.importance,
                               source={"dataset": dataset, "prepared": args.data}, device="cpu")
-    kept = quantize.kept_values(curve.model.state_dict(), curve.names, curve.masks)
-    h = None if curve.importance is None else quantize.kept_values(curve.importance, curve.names, curve.masks)
-
     def grid(points: int) -> list[float]:
-        return quantize.rate_grid(args.method, kept, h, zero_center=curve.options.get("zero_center", True),
-                                  bits_min=rates["bits_min"], bits_max=rates["bits_max"], points=points).tolist()
+        return compress.rate_grid(curve.model, curve.importance, method=args.method, names=curve.names,
+                                  masks=curve.masks, zero_center=curve.options.get("zero_center", True),
+                                  bits_min=rates["bits_min"], bits_max=rates["bits_max"], points=points)
 
     with tempfile.TemporaryDirectory() as folder:
         def measure(value: float) -> search.Probe:

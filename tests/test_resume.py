@@ -26,12 +26,14 @@ JOBS = {
     "logs/sweep/lenet5-baseline-all-kmeans-none.log": ("sweep", [f"{BASE}/baseline/sweep/all/kmeans/none/points.csv"]),
     "logs/sweep/lenet5-pruned-layer-kmeans-none.log": ("sweep", [f"{BASE}/pruned/sweep/layer/kmeans/none/points.csv"]),
 }
-# Kill points: the job's log shows a line logged mid-way through its work (after the first of five
-# training epochs; after the first of three rate points, between two file writes).
+# Kill points: a job's log shows a line logged mid-way through its work (after the first of five
+# training epochs; after the first of three rate points, between two file writes). Each job depends on the
+# job killed before it, so a run reaches its kill point only after it has rerun that job: the order of
+# the jobs does not depend on the machine's load.
 KILL_POINTS = [
-    ("train", "epoch 1 "),
-    ("prune", "epoch 1 "),
-    ("sweep", "k=2 +ft:"),
+    ("logs/train/lenet5.log", "epoch 1 "),
+    ("logs/prune/lenet5.log", "epoch 1 "),
+    ("logs/sweep/lenet5-pruned-layer-kmeans-none.log", "k=2 +ft:"),
 ]
 STAGE_TIMEOUT = 300
 
@@ -49,25 +51,22 @@ def _start(work: Path, out: Path) -> subprocess.Popen:
                                 stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def _wait_for(proc: subprocess.Popen, work: Path, rule: str, line: str, since_ns: int, out: Path) -> str:
-    """Wait until a job of ``rule`` started in this run logs ``line``; return its log file."""
-    logs = [log for log, (name, _) in JOBS.items() if name == rule]
+def _wait_for(proc: subprocess.Popen, work: Path, log: str, line: str, since_ns: int, out: Path) -> None:
+    """Wait until the job writing ``log`` in this run logs ``line``."""
     deadline = time.monotonic() + STAGE_TIMEOUT
+    path = work / log
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"the run ended ({proc.returncode}) before a {rule} job logged {line!r}:\n"
-                                 f"{tail(out)}")
-        for log in logs:
-            path = work / log
-            try:
-                if path.stat().st_mtime_ns >= since_ns and line in path.read_text():
-                    return log
-            except FileNotFoundError:
-                pass
+            raise AssertionError(f"the run ended ({proc.returncode}) before {log} showed {line!r}:\n{tail(out)}")
+        try:
+            if path.stat().st_mtime_ns >= since_ns and line in path.read_text():
+                return
+        except FileNotFoundError:
+            pass
         time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    raise AssertionError(f"no {rule} job logged {line!r} within {STAGE_TIMEOUT} s:\n{tail(out)}")
+    raise AssertionError(f"{log} did not show {line!r} within {STAGE_TIMEOUT} s:\n{tail(out)}")
 
 
 def _unlock(work: Path) -> None:
@@ -81,14 +80,14 @@ def test_killed_runs_resume_to_the_uninterrupted_results(tmp_path, tmp_path_fact
     work = copy_workflow(tmp_path)
     started = time.monotonic()
     killed = None  # (log, outputs) of the job killed in the previous run
-    for stage, (rule, line) in enumerate(KILL_POINTS):
+    for stage, (log, line) in enumerate(KILL_POINTS):
         if killed:
             _unlock(work)
         out = work / f"run{stage}.out"
         since = time.time_ns()
         proc = _start(work, out)
         try:
-            log = _wait_for(proc, work, rule, line, since, out)
+            _wait_for(proc, work, log, line, since, out)
         finally:
             os.killpg(proc.pid, signal.SIGKILL)  # Snakemake and the job it runs
             proc.wait()
@@ -96,8 +95,8 @@ def test_killed_runs_resume_to_the_uninterrupted_results(tmp_path, tmp_path_fact
             assert f"localrule {JOBS[killed][0]}:" in out.read_text()
             assert all((work / o).exists() for o in JOBS[killed][1]), tail(out)
         outputs = JOBS[log][1]
-        assert set(outputs) <= _incomplete(work), f"{rule}: outputs not marked incomplete after the kill"
-        assert not all((work / o).exists() for o in outputs), f"{rule} finished before it was killed"
+        assert set(outputs) <= _incomplete(work), f"{log}: outputs not marked incomplete after the kill"
+        assert not all((work / o).exists() for o in outputs), f"{log}: the job finished before it was killed"
         killed = log
 
     _unlock(work)

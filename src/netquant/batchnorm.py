@@ -4,8 +4,10 @@ In eval mode a BatchNorm layer computes ``gamma * (x - mean) / sqrt(var + eps) +
 as ``gamma' * x + beta'`` with ``gamma' = gamma / sqrt(var + eps)`` and ``beta' = beta - gamma' * mean``.
 A folded layer keeps its parameters (N, the paper's parameter count, is unchanged) and its statistics
 become constants - mean 0, variance ``1 - eps`` - that a file stores as one value each
-(``netquant.container``). The network a file decodes to is the eval-mode network: training it further
-needs the unfolded statistics, so folding is for what is written, after fine-tuning.
+(``netquant.container``). Folding happens before quantization (``netquant.compress.quantize``), so that
+quantized BatchNorm parameters are the folded ones; fine-tuning runs in eval mode, where the folded network
+is the same function. The network a file decodes to is the eval-mode network: training it further in train
+mode needs the unfolded statistics.
 """
 
 from __future__ import annotations
@@ -19,36 +21,32 @@ from netquant.qmodel import QuantizedModel
 STATISTICS = ("running_mean", "running_var")
 
 
-def foldable(model: nn.Module, qmodel: QuantizedModel) -> dict[str, float]:
-    """BatchNorm layers of ``model`` (prefix -> eps) whose affine parameters and statistics are stored as
-    they are in ``qmodel`` (not quantized), so that folding changes only stored values."""
-    layers = {}
-    for prefix, module in model.named_modules():
-        if not isinstance(module, nn.modules.batchnorm._BatchNorm) or not module.affine:
-            continue
-        if module.running_mean is None:
-            continue
-        names = [f"{prefix}.{key}" for key in ("weight", "bias", *STATISTICS)]
-        if all(name in qmodel.passthrough for name in names):
-            layers[prefix] = float(module.eps)
-    return layers
+def layers(model: nn.Module) -> dict[str, float]:
+    """The BatchNorm layers of ``model`` that can be folded (affine, with running statistics): prefix -> eps."""
+    return {prefix: float(module.eps) for prefix, module in model.named_modules()
+            if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.affine
+            and module.running_mean is not None}
 
 
-def fold(qmodel: QuantizedModel, model: nn.Module) -> QuantizedModel:
-    """``qmodel`` with every foldable BatchNorm layer of ``model`` folded (see the module docstring); the
-    decoded network's eval-mode outputs equal the unfolded one's up to float32 rounding."""
-    passthrough = dict(qmodel.passthrough)
-    for prefix, eps in foldable(model, qmodel).items():
-        gamma, beta, mean, var = (np.asarray(passthrough[f"{prefix}.{key}"], np.float64)
-                                  for key in ("weight", "bias", *STATISTICS))
-        scale = gamma / np.sqrt(var + eps)
-        dtype = np.asarray(passthrough[f"{prefix}.weight"]).dtype
-        passthrough[f"{prefix}.weight"] = scale.astype(dtype)
-        passthrough[f"{prefix}.bias"] = (beta - scale * mean).astype(dtype)
-        passthrough[f"{prefix}.running_mean"] = np.zeros_like(passthrough[f"{prefix}.running_mean"])
-        passthrough[f"{prefix}.running_var"] = np.full_like(passthrough[f"{prefix}.running_var"], 1.0 - eps)
-    return QuantizedModel(qmodel.codebooks, qmodel.tensors, passthrough, qmodel.order, qmodel.param_names,
-                          network=dict(qmodel.network))
+def fold(model: nn.Module, state: dict[str, torch.Tensor],
+         importance: dict[str, torch.Tensor] | None = None) -> tuple[dict, dict | None]:
+    """``state`` (a state_dict of ``model``'s architecture) with every BatchNorm layer folded (see the module
+    docstring), and ``importance`` of the folded parameters: the curvature of the loss in ``gamma'`` is
+    ``var + eps`` times that in ``gamma`` (``gamma = gamma' * sqrt(var + eps)``), in ``beta'`` the same as in
+    ``beta``. Quantizing the folded values is then weighted as the unfolded ones were."""
+    state, importance = dict(state), None if importance is None else dict(importance)
+    for prefix, eps in layers(model).items():
+        gamma, beta, mean, var = (state[f"{prefix}.{key}"] for key in ("weight", "bias", *STATISTICS))
+        spread = var.double() + eps
+        scale = gamma.double() / spread.sqrt()
+        state[f"{prefix}.weight"] = scale.to(gamma.dtype)
+        state[f"{prefix}.bias"] = (beta.double() - scale * mean.double()).to(beta.dtype)
+        state[f"{prefix}.running_mean"] = torch.zeros_like(mean)
+        state[f"{prefix}.running_var"] = torch.full_like(var, 1.0 - eps)
+        if importance is not None and f"{prefix}.weight" in importance:
+            h = importance[f"{prefix}.weight"]
+            importance[f"{prefix}.weight"] = (h.double() * spread.to(h.device)).to(h.dtype)
+    return state, importance
 
 
 def reestimate(model: nn.Module, qmodel: QuantizedModel, batches, *, device: str = "cpu") -> QuantizedModel:

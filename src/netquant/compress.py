@@ -307,25 +307,45 @@ def quantize(model: nn.Module, importance: dict[str, torch.Tensor] | None = None
         raise ValueError(f"k = {k!r}: one shared value for the whole network is no network; give k >= 2")
     names, masks = _quantized_and_masks(model, include, pruned, masks)
     _check_importance(importance, names)
-    state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
+    state, importance = _values_to_quantize(model, importance, fold_batchnorm)
     rate = {key: value for key, value in {"k": k, "step": step, "lam": lam}.items() if value is not None}
     if bits is not None:
         if rate:
             raise ValueError("give either bits or the method's own rate (k, step or lam), not both")
-        h = None if importance is None else quantizers.kept_values(importance, names, masks)
-        value = quantizers.rate_grid(method, quantizers.kept_values(state, names, masks), h, bits_min=bits,
-                                     bits_max=bits, points=1, zero_center=options.get("zero_center", True))[0]
-        rate = {quantizers.rate_parameter(method): value.item()}
+        value = _rate_values(state, importance, method, names, masks, bits_min=bits, bits_max=bits, points=1,
+                             zero_center=options.get("zero_center", True))[0]
+        rate = {quantizers.rate_parameter(method): value}
     options = {**quantizers.method_options(method, options), **rate}  # ECSQ's k: ``ecsq_k`` unless given
     quantized = quantizers.quantize_model(state, param_names=names, masks=masks, importance=importance,
                                           method=method, scope=scope,
                                           parameters=[n for n, _ in model.named_parameters()], seed=seed,
                                           return_results=return_results, **options)
     qmodel = quantized[0] if return_results else quantized
-    if fold_batchnorm:
-        qmodel = batchnorm.fold(qmodel, model)
     qmodel.network = dict(network or {})
     return (qmodel, quantized[1]) if return_results else qmodel
+
+
+def _values_to_quantize(model: nn.Module, importance, fold_batchnorm: bool):
+    """The model's state and importance as they are quantized: BatchNorm folded or not."""
+    state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
+    return batchnorm.fold(model, state, importance) if fold_batchnorm else (state, importance)
+
+
+def rate_grid(model: nn.Module, importance: dict[str, torch.Tensor] | None, *, method: str, names: list[str],
+              masks: dict, bits_min: float, bits_max: float, points: int, fold_batchnorm: bool = True,
+              zero_center: bool = True) -> list[float]:
+    """The method's rate values (k, step or lam) for average codeword lengths from ``bits_min`` to
+    ``bits_max`` (``points`` of them), over the kept values that :func:`quantize` quantizes."""
+    state, importance = _values_to_quantize(model, importance, fold_batchnorm)
+    return _rate_values(state, importance, method, names, masks, bits_min=bits_min, bits_max=bits_max,
+                        points=points, zero_center=zero_center)
+
+
+def _rate_values(state, importance, method: str, names, masks, **grid) -> list[float]:
+    from netquant import quantize as quantizers
+
+    h = None if importance is None else quantizers.kept_values(importance, names, masks)
+    return quantizers.rate_grid(method, quantizers.kept_values(state, names, masks), h, **grid).tolist()
 
 
 def finetune(model: nn.Module, qmodel: QuantizedModel, loader, *, steps: int, lr: float, momentum: float = 0.9,
@@ -365,11 +385,9 @@ def largest_ratio(model: nn.Module, importance: dict[str, torch.Tensor] | None, 
                                         quantize_options.get("pruned", "zeros"), quantize_options.get("masks"))
     _check_importance(importance, names)
     rate_name = quantizers.rate_parameter(method)
-    kept = quantizers.kept_values(model.state_dict(), names, masks)
-    h = None if importance is None else quantizers.kept_values(importance, names, masks)
-    grid = sorted({quantizers.rate_grid(method, kept, h, bits_min=b, bits_max=b, points=1,
-                                        zero_center=quantize_options.get("zero_center", True))[0].item()
-                   for b in bits})
+    grid = sorted({rate_grid(model, importance, method=method, names=names, masks=masks, bits_min=b, bits_max=b,
+                             points=1, fold_batchnorm=quantize_options.get("fold_batchnorm", True),
+                             zero_center=quantize_options.get("zero_center", True))[0] for b in bits})
 
     def measure(value: float) -> search.Probe:
         q = quantize(model, importance, method=method, **{rate_name: value}, **quantize_options)

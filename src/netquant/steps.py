@@ -244,8 +244,8 @@ def encode_pruned(arch: str, *, model_path: str, metrics_path: str, source: dict
         raise ValueError(f"{model_path} has no pruning masks; only a pruned model can be encoded this way")
     parameters = [row["name"] for row in read_json(metrics_path)["layers"]]
     network = compress.describe(arch, source["dataset"], source_for(source))
-    qmodel = from_pruned(ckpt.state_dict, ckpt.masks, param_names=parameters, network=network)
-    qmodel = batchnorm.fold(qmodel, build_model(arch, source_for(source)))
+    state, _ = batchnorm.fold(build_model(arch, source_for(source)), ckpt.state_dict)
+    qmodel = from_pruned(state, ckpt.masks, param_names=parameters, network=network)
     m = container.save(out_file, qmodel, label_code="raw", index_code=coding_cfg["index_code"],
                        index_bound=coding_cfg["index_bound"])
     write_json(out_metrics, m)

@@ -170,17 +170,16 @@ def sweep_curve(arch: str, finetune: dict, *, method: str, importance_name: str,
     fine-tuning settings (``steps`` >= 1, ``lr``, ``momentum``, ``weight_decay``, ``reduction``, ``batch_size``,
     ``precision``, ``max_grad_norm``).
     """
-    from netquant import quantize
+    from netquant import compress
 
     curve = open_curve(arch, finetune, method=method, importance_name=importance_name, scope=scope,
                        quantize_cfg=quantize_cfg, coding_cfg=coding_cfg, model_path=model_path,
                        importance_path=importance_path, source=source, device=device, workers=workers)
-    h = None if curve.importance is None else quantize.kept_values(curve.importance, curve.names, curve.masks)
-    grid = quantize.rate_grid(method, quantize.kept_values(curve.model.state_dict(), curve.names, curve.masks), h,
+    grid = compress.rate_grid(curve.model, curve.importance, method=method, names=curve.names, masks=curve.masks,
                               zero_center=curve.options.get("zero_center", True), **quantize_cfg["rates"])
     g = torch.Generator().manual_seed(seed)  # fine-tuning batches, drawn in turn by the points of the grid
     _fresh_folder(out_dir)
-    rows = [row for value in grid.tolist() for row in measure_point(curve, value, out_dir, seeds=[seed], generator=g)]
+    rows = [row for value in grid for row in measure_point(curve, value, out_dir, seeds=[seed], generator=g)]
     write_csv(out_table, rows)
     return rows
 
