@@ -202,6 +202,7 @@ def test_the_schema_uses_the_library_vocabulary():
     assert vocabulary.ESTIMATORS == importance.ESTIMATORS and vocabulary.METHODS == quantize.METHODS
     methods, importances = defs["curve"]["pattern"].strip("^$").split("/")
     assert methods == "(" + "|".join(vocabulary.METHODS) + ")"
+    assert tuple(defs["rates"]["properties"]["methods"]["propertyNames"]["enum"]) == vocabulary.METHODS
     assert importances == "(" + vocabulary.IMPORTANCE_PATTERN + ")"
     assert set(schema["properties"]["figures"]["properties"]) == set(vocabulary.FIGURE_MODELS)
     coding = schema["properties"]["coding"]["properties"]
@@ -255,3 +256,16 @@ def test_reference_never_replaces_a_folder_without_force(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 2 and "exists" in run.stderr and "--force" in run.stderr
     assert (tmp_path / "ref" / "mine.txt").read_text() == "mine"
+
+
+def test_a_methods_own_rate_grid():
+    from netquant.config import rate_grid_of
+
+    config = {"quantize": {"rates": {"bits_min": 1, "bits_max": 8, "points": 8}},
+              "resnet32": {"rates": {"bits_min": 1, "bits_max": 4.5, "points": 8,
+                                     "methods": {"kmeans": {"bits_max": 6, "points": 10}}}},
+              "lenet5": {}}
+    assert rate_grid_of(config, "resnet32", "kmeans") == {"bits_min": 1, "bits_max": 6, "points": 10}
+    assert rate_grid_of(config, "resnet32", "uniform") == {"bits_min": 1, "bits_max": 4.5, "points": 8}
+    assert rate_grid_of(config, "lenet5", "kmeans") == {"bits_min": 1, "bits_max": 8, "points": 8}
+    assert "methods" in config["resnet32"]["rates"]  # the config is not changed

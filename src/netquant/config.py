@@ -26,6 +26,8 @@ def check(config: dict[str, Any]) -> None:
         rates = config.get(section[0], {}).get(section[1])
         if rates is not None:
             check_rates(rates, ".".join(section))
+            for method, own in rates.get("methods", {}).items():
+                check_rates({**rates, **own}, f"{'.'.join(section)}.methods.{method}")
     for figure, curves in config.get("figures", {}).items():
         for net, names in curves.items():
             for curve in names:
@@ -64,6 +66,13 @@ def check_files(paths) -> None:
         for key in empty_keys(yaml.safe_load(Path(path).read_text()) or {}, ""):
             raise ConfigError(f"{path}: config key '{key}' is an empty mapping, which would silently take every "
                               "value of config/config.yaml's; give its keys (config/README.md), or remove it")
+
+
+def rate_grid_of(config: dict[str, Any], net: str, method: str) -> dict[str, Any]:
+    """The rate grid (bits_min, bits_max, points) of a network's curves of ``method``: the network's own
+    (``<net>.rates``) where it has one, else ``quantize.rates``; within it, the method's (``methods.<method>``)."""
+    rates = dict(config.get(net, {}).get("rates") or config["quantize"]["rates"])
+    return {**rates, **rates.pop("methods", {}).get(method, {})}
 
 
 def check_rates(rates: dict[str, Any], key: str = "quantize.rates") -> None:

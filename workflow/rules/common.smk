@@ -89,9 +89,11 @@ def network_section(*keys):
 
 
 def quantize_section(wildcards):
-    """The quantize section, with the network's own rate grid (``<net>.rates``) where it has one."""
-    rates = config[wildcards.net].get("rates") or config["quantize"]["rates"]
-    return {**config["quantize"], "rates": rates}
+    """The quantize section with the curve's rate grid (netquant.config.rate_grid_of)."""
+    return {
+        **config["quantize"],
+        "rates": netquant_config.rate_grid_of(config, wildcards.net, wildcards.method),
+    }
 
 
 def importance_params(wildcards):
