@@ -72,7 +72,8 @@ def rate_grid_of(config: dict[str, Any], net: str, method: str) -> dict[str, Any
     """The rate grid (bits_min, bits_max, points) of a network's curves of ``method``: the network's own
     (``<net>.rates``) where it has one, else ``quantize.rates``; within it, the method's (``methods.<method>``)."""
     rates = dict(config.get(net, {}).get("rates") or config["quantize"]["rates"])
-    return {**rates, **rates.pop("methods", {}).get(method, {})}
+    own = rates.pop("methods", {}).get(method, {})
+    return {**rates, **own}
 
 
 def check_rates(rates: dict[str, Any], key: str = "quantize.rates") -> None:
