@@ -1,3 +1,4 @@
+import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
@@ -177,3 +178,37 @@ def test_a_fraction_of_all_parameters_prunes_the_prunable_ones_to_match():
     kept = (1 - sparsity) * n_prunable + (n_all - n_prunable)
     assert abs(kept / n_all - 0.0855) < 1e-12 and sparsity > 0.9145
     assert prune.prunable_sparsity(0.8, "prunable", n_all, n_prunable) == 0.8
+
+
+def test_the_last_stage_retrains_longest_and_a_pruned_checkpoint_is_a_starting_point(tmp_path):
+    import csv
+
+    from netquant import steps
+
+    torch.set_num_threads(1)
+    data.save_prepared(tmp_path / "d.pt", data.synthetic("mnist", 256, 64, seed=0))
+    source = {"dataset": "synthetic-mnist", "prepared": str(tmp_path / "d.pt")}
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "base.pt", Checkpoint("lenet5", models.build("lenet5").state_dict(), {}, {}))
+    retrain = {"lr": 0.01, "batch_size": 64, "epochs": 1, "iterations": None}
+    cfg = {"prune": {"sparsity": 0.8, "steps": 2, "final_epochs": 3, "retrain": retrain}}
+    out = {name: str(tmp_path / "a" / name) for name in ("model.pt", "metrics.json", "epochs.csv")}
+    first = steps.prune_network("lenet5", cfg, baseline=str(tmp_path / "base.pt"), source=source, seed=0,
+                                device="cpu", out_model=out["model.pt"], out_metrics=out["metrics.json"],
+                                out_epochs=out["epochs.csv"])
+    stages = [row["stage"] for row in csv.DictReader(open(out["epochs.csv"]))]
+    assert stages == ["1", "2", "2", "2"]  # one epoch after the first stage, three after the last
+    again = {name: str(tmp_path / "b" / name) for name in out}
+    cfg["prune"]["pretrained"] = out["model.pt"]
+    second = steps.prune_network("lenet5", cfg, baseline=str(tmp_path / "base.pt"), source=source, seed=0,
+                                 device="cpu", out_model=again["model.pt"], out_metrics=again["metrics.json"],
+                                 out_epochs=again["epochs.csv"])
+    assert second["accuracy"] == first["accuracy"] and second["nonzeros"] == first["nonzeros"]
+    loaded = load_checkpoint(again["model.pt"])
+    for name, mask in load_checkpoint(out["model.pt"]).masks.items():
+        assert torch.equal(loaded.masks[name], mask)
+    cfg["prune"]["pretrained"] = str(tmp_path / "base.pt")  # no masks: not a pruned network
+    with pytest.raises(ValueError, match="prune.pretrained"):
+        steps.prune_network("lenet5", cfg, baseline=str(tmp_path / "base.pt"), source=source, seed=0, device="cpu",
+                            out_model=str(tmp_path / "c.pt"), out_metrics=str(tmp_path / "c.json"),
+                            out_epochs=str(tmp_path / "c.csv"))

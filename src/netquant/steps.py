@@ -135,26 +135,20 @@ def prune_network(arch: str, network_cfg: dict, *, baseline: str, source: dict, 
     cfg = network_cfg["prune"]
     data_source = source_for(source, workers)
     model, ckpt = load_network(arch, baseline, data_source)
-    recipe = train.Recipe.from_config(cfg["retrain"])
     names = prune.prunable_names(model, cfg.get("params", "weights"))
-    params = dict(model.named_parameters())
-    target = prune.prunable_sparsity(cfg["sparsity"], cfg.get("counts", "prunable"),
-                                     sum(p.numel() for p in params.values()), sum(params[n].numel() for n in names))
     start = time.perf_counter()
     rows: list[dict] = []
-    masks: dict[str, torch.Tensor] = {}
-    schedule = prune.sparsity_schedule(target, cfg.get("steps", 1))
-    final_recipe = recipe
-    if cfg.get("final_epochs") is not None:
-        final_recipe = dataclasses.replace(recipe, epochs=cfg["final_epochs"], iterations=None)
-    for stage, sparsity in enumerate(schedule, start=1):
-        masks = prune.magnitude_masks({n: params[n] for n in names}, sparsity, scope=cfg.get("scope", "global"))
-        log.info("%s pruning stage %d: sparsity %.4f of %d prunable weights", arch, stage, sparsity,
-                 sum(params[n].numel() for n in names))
-        stage_recipe = final_recipe if stage == len(schedule) else recipe
-        for row in fit(model, data_source, stage_recipe, seed=seed + stage, device=device, masks=masks, arch=arch,
-                       resume_path=resume_file(out_model, stage)):
-            rows.append({"stage": stage, "target_sparsity": sparsity, **row})
+    if cfg.get("pretrained"):
+        log.info("%s: pruned network from %s, no pruning", arch, cfg["pretrained"])
+        model, pruned = load_network(arch, cfg["pretrained"], data_source)
+        masks = pruned.masks
+        if set(masks) != set(names):
+            raise ValueError(f"{cfg['pretrained']} (config key '{arch}.prune.pretrained') holds masks of "
+                             f"{len(masks)} tensors, not of the {len(names)} prunable ones: give a pruned "
+                             f"netquant checkpoint (results/{arch}/pruned/model.pt)")
+    else:
+        masks = _prune_and_retrain(arch, cfg, model, names, data_source, rows, seed=seed, device=device,
+                                   out_model=out_model)
     result = test_metrics(model, data_source, device)
     summary = model_summary(model, masks)
     metrics = {"arch": arch, "stage": "pruned", "dataset": source["dataset"], **result,
@@ -164,10 +158,34 @@ def prune_network(arch: str, network_cfg: dict, *, baseline: str, source: dict, 
     log.info("%s pruned: test accuracy %.2f%%, %d of %d parameters nonzero", arch, result["accuracy"],
              summary["nonzeros"], summary["parameters"])
     save_checkpoint(out_model, Checkpoint(arch, model.state_dict(), masks, {"stage": "pruned", **result}))
-    write_csv(out_epochs, rows)
+    write_csv(out_epochs, rows or [{"epoch": 0, **{f"test_{k}": v for k, v in result.items()}}])
     write_json(out_metrics, metrics)
     remove_resume_files(out_model)
     return metrics
+
+
+def _prune_and_retrain(arch: str, cfg: dict, model, names: list[str], data_source, rows: list[dict], *, seed: int,
+                       device: str, out_model: str) -> dict[str, torch.Tensor]:
+    """The stages of iterative pruning, each retrained (resumable); appends each epoch to ``rows``; returns
+    the final masks."""
+    recipe = train.Recipe.from_config(cfg["retrain"])
+    params = dict(model.named_parameters())
+    target = prune.prunable_sparsity(cfg["sparsity"], cfg.get("counts", "prunable"),
+                                     sum(p.numel() for p in params.values()), sum(params[n].numel() for n in names))
+    schedule = prune.sparsity_schedule(target, cfg.get("steps", 1))
+    final_recipe = recipe
+    if cfg.get("final_epochs") is not None:
+        final_recipe = dataclasses.replace(recipe, epochs=cfg["final_epochs"], iterations=None)
+    masks: dict[str, torch.Tensor] = {}
+    for stage, sparsity in enumerate(schedule, start=1):
+        masks = prune.magnitude_masks({n: params[n] for n in names}, sparsity, scope=cfg.get("scope", "global"))
+        log.info("%s pruning stage %d: sparsity %.4f of %d prunable weights", arch, stage, sparsity,
+                 sum(params[n].numel() for n in names))
+        stage_recipe = final_recipe if stage == len(schedule) else recipe
+        for row in fit(model, data_source, stage_recipe, seed=seed + stage, device=device, masks=masks, arch=arch,
+                       resume_path=resume_file(out_model, stage)):
+            rows.append({"stage": stage, "target_sparsity": sparsity, **row})
+    return masks
 
 
 def resume_file(out_model: str, stage: int | None = None) -> str:
