@@ -269,3 +269,12 @@ def test_a_methods_own_rate_grid():
     assert rate_grid_of(config, "resnet32", "uniform") == {"bits_min": 1, "bits_max": 4.5, "points": 8}
     assert rate_grid_of(config, "lenet5", "kmeans") == {"bits_min": 1, "bits_max": 8, "points": 8}
     assert "methods" in config["resnet32"]["rates"]  # the config is not changed
+
+
+def test_the_pruned_models_points_have_their_own_fine_tuning_steps():
+    from netquant.config import finetune_of
+
+    config = {"resnet32": {"finetune": {"steps": 50, "lr": 0.01, "pruned_steps": 400}}, "lenet5": {"finetune": {"steps": 5}}}
+    assert finetune_of(config, "resnet32", "pruned") == {"steps": 400, "lr": 0.01}
+    assert finetune_of(config, "resnet32", "baseline") == {"steps": 50, "lr": 0.01}
+    assert finetune_of(config, "lenet5", "pruned") == {"steps": 5}

@@ -68,6 +68,16 @@ def check_files(paths) -> None:
                               "value of config/config.yaml's; give its keys (config/README.md), or remove it")
 
 
+def finetune_of(config: dict[str, Any], net: str, variant: str) -> dict[str, Any]:
+    """The fine-tuning settings of a network's points of the ``variant`` model: ``<net>.finetune``, with
+    ``pruned_steps`` (where set) as the steps of the pruned model's points - Table 1's and its search's."""
+    settings = dict(config[net]["finetune"])
+    pruned_steps = settings.pop("pruned_steps", None)
+    if variant == "pruned" and pruned_steps is not None:
+        settings["steps"] = pruned_steps
+    return settings
+
+
 def rate_grid_of(config: dict[str, Any], net: str, method: str) -> dict[str, Any]:
     """The rate grid (bits_min, bits_max, points) of a network's curves of ``method``: the network's own
     (``<net>.rates``) where it has one, else ``quantize.rates``; within it, the method's (``methods.<method>``)."""

@@ -88,6 +88,13 @@ def network_section(*keys):
     return section
 
 
+def finetune_section(wildcards, variant=None):
+    """The fine-tuning settings of the curve's model (netquant.config.finetune_of)."""
+    return netquant_config.finetune_of(
+        config, wildcards.net, variant or wildcards.variant
+    )
+
+
 def quantize_section(wildcards):
     """The quantize section with the curve's rate grid (netquant.config.rate_grid_of)."""
     return {

@@ -20,7 +20,7 @@ rule sweep:
         mem_mb=8000,
         runtime=240,
     params:
-        finetune=network_section("finetune"),
+        finetune=finetune_section,
         quantize=quantize_section,
         coding=config["coding"],
         source=data_source,
@@ -82,7 +82,7 @@ rule search:
         mem_mb=8000,
         runtime=480,
     params:
-        finetune=network_section("finetune"),
+        finetune=lambda wildcards: finetune_section(wildcards, variant="pruned"),
         quantize=quantize_section,
         coding=config["coding"],
         search=search_section,
