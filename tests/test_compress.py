@@ -163,3 +163,13 @@ def test_batchnorm_statistics_fold_into_the_file(tmp_path):
         got = compress.load(tmp_path / "folded.nqz", models.build("resnet32")).eval()(x)
     # the same function up to float32 rounding: within 1e-5 of the outputs' scale
     assert (got - want).abs().max() <= 1e-5 * want.abs().max(), (got - want).abs().max()
+
+
+def test_a_file_says_what_made_it(tmp_path):
+    q = compress.quantize(models.build("lenet5"), method="uniform", bits=3, network={"arch": "lenet5"})
+    compress.save(q, tmp_path / "m.nqz")
+    made = container.metrics(tmp_path / "m.nqz")["description"]["quantization"]
+    assert made["method"] == "uniform" and made["scope"] == "all" and made["step"] > 0
+    out = subprocess.run([sys.executable, "-m", "netquant", "inspect", str(tmp_path / "m.nqz")], capture_output=True,
+                         text=True, timeout=120)
+    assert f"quantized by uniform (step {made['step']:.6g}; scope all, weights quantized)" in out.stdout

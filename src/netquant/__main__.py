@@ -30,6 +30,10 @@ def _inspect(args: argparse.Namespace) -> int:
         return 0
     print(f"{args.file}: netquant .nqz version {m['format_version']}, {m['file_bytes']:,} bytes "
           f"= {m['file_bits']:,} bits")
+    made = m["description"].get("quantization")
+    if made:
+        rate = ", ".join(f"{key} {made[key]:.6g}" for key in ("k", "step", "lam") if key in made)
+        print(f"quantized by {made['method']} ({rate}; scope {made['scope']}, {made['include']} quantized)")
     print(f"codes: labels {m['label_code']}, positions {m['index_code']}"
           + (f" (bound {m['index_bound']})" if m["index_code"] == "deep-compression" else ""))
     print(f"parameters N = {m['n_params']:,}: {m['n_quantized']:,} quantized (unpruned), {m['n_pruned']:,} pruned, "

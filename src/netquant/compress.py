@@ -321,7 +321,9 @@ def quantize(model: nn.Module, importance: dict[str, torch.Tensor] | None = None
                                           parameters=[n for n, _ in model.named_parameters()], seed=seed,
                                           return_results=return_results, **options)
     qmodel = quantized[0] if return_results else quantized
-    qmodel.network = dict(network or {})
+    # the file says what made it: `python -m netquant inspect` shows it
+    qmodel.network = {**(network or {}), "quantization": {"method": method, "scope": scope, "include": include,
+                                                          "fold_batchnorm": fold_batchnorm, **rate}}
     return (qmodel, quantized[1]) if return_results else qmodel
 
 

@@ -117,6 +117,7 @@ def file_metrics(p: Parsed, q: QuantizedModel, encoding: Encoding | None = None)
     file_bits = 8 * p.file_bytes
     return {
         "format_version": p.version,
+        "description": dict(q.network),
         "label_code": p.label_code,
         "index_code": p.index_code,
         "index_bound": p.index_bound,
