@@ -23,6 +23,10 @@ FOLDER_DATASETS = ("imagenet", "synthetic-imagenet")  # streamed from an image f
 TENSOR_DATASETS = ("mnist", "cifar10", "synthetic-mnist", "synthetic-cifar10")  # prepared into memory
 DATASETS = TENSOR_DATASETS + FOLDER_DATASETS
 
+# the codes of a .nqz file (netquant.coding, netquant.container); a code's ID in a file is its position here
+LABEL_CODES = ("fixed", "huffman", "ans", "raw", "ans-layer")
+INDEX_CODES = ("deep-compression", "mask-ans", "mask-context")
+
 # the accuracy floors of an operating-point search: the pruned model's accuracy, the paper's Table 1 value
 FLOORS = ("pruned", "paper")
 
