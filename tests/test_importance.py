@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 
 import pytest
 import torch
@@ -13,7 +14,11 @@ from torch.func import functional_call, hessian, jacrev
 from hypothesis import given, settings, strategies as st
 
 from netquant import data, importance, models
-from netquant.importance import adam_second_moments, apply_floor, hessian_diagonal, layer_summary
+from netquant.importance import adam_second_moments, apply_floor, layer_summary
+from netquant.importance import hessian_diagonal as hessian_diagonal_default
+
+# the exact Gauss-Newton diagonal unless a test names another estimator
+hessian_diagonal = functools.partial(hessian_diagonal_default, estimator="ggn")
 from netquant.models import build
 
 

@@ -200,6 +200,8 @@ def test_the_schema_uses_the_library_vocabulary():
     assert tuple(schema["properties"]["networks"]["items"]["enum"]) == vocabulary.ARCHS == models.ARCHS
     assert tuple(schema["properties"]["importance"]["properties"]["estimator"]["enum"]) == vocabulary.ESTIMATORS
     assert vocabulary.ESTIMATORS == importance.ESTIMATORS and vocabulary.METHODS == quantize.METHODS
+    default = yaml.safe_load((REPO / "config/config.yaml").read_text())["importance"]["estimator"]
+    assert default == vocabulary.DEFAULT_ESTIMATOR  # the default scale uses the library's default
     methods, importances = defs["curve"]["pattern"].strip("^$").split("/")
     assert methods == "(" + "|".join(vocabulary.METHODS) + ")"
     assert tuple(defs["rates"]["properties"]["methods"]["propertyNames"]["enum"]) == vocabulary.METHODS

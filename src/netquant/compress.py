@@ -33,7 +33,7 @@ from torch import nn
 
 from netquant import batchnorm, container, data, models, train
 from netquant.qmodel import QuantizedModel
-from netquant.vocabulary import DATASETS, FOLDER_DATASETS
+from netquant.vocabulary import DATASETS, DEFAULT_ESTIMATOR, FOLDER_DATASETS
 
 
 def describe(arch: str, dataset: str, data_source) -> dict[str, Any]:
@@ -255,7 +255,7 @@ def _check_importance(importance: dict[str, torch.Tensor] | None, names: list[st
 
 
 def importance(model: nn.Module, loader, *, kind: str = "hessian", samples: int = 1000,
-               estimator: str = "becker-lecun", adam_steps: int = 1000, adam_lr: float = 1e-4,
+               estimator: str = DEFAULT_ESTIMATOR, adam_steps: int = 1000, adam_lr: float = 1e-4,
                device: str = "auto") -> dict[str, torch.Tensor] | None:
     """The importance of every parameter: ``"hessian"`` (diagonal Hessian of the cross-entropy over
     ``samples`` samples of ``loader``, by ``estimator``), ``"adam"`` (square root of Adam's second moments

@@ -37,7 +37,7 @@ class Probe:
         return (max(self.accuracies) - min(self.accuracies)) / 2
 
     def meets(self, floor: float) -> bool:
-        return self.accuracy >= floor - 1e-9
+        return meets_floor(self.accuracy, floor)
 
 
 def _midpoint(a: float, b: float, integer: bool) -> float | None:
@@ -49,6 +49,17 @@ def _midpoint(a: float, b: float, integer: bool) -> float | None:
         return float(middle) if lo < middle < hi else None
     middle = math.sqrt(lo * hi) if lo > 0 else (lo + hi) / 2
     return middle if lo < middle < hi and not math.isclose(middle, lo, rel_tol=1e-6) else None
+
+
+# Accuracies are percentages computed the same way everywhere; the slack only absorbs the rounding of
+# "floor = pruned accuracy - tolerance" (e.g. 99.04 - 0.05 = 98.99000000000001).
+FLOOR_SLACK = 1e-9
+
+
+def meets_floor(accuracy, floor: float):
+    """The floor rule of Table 1, the search and ``largest_ratio``: accuracy (a number or an array) is at
+    least the floor."""
+    return accuracy >= floor - FLOOR_SLACK
 
 
 def best(probes: Sequence[Probe], floor: float) -> Probe | None:

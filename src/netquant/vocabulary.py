@@ -15,6 +15,9 @@ SCOPES = ("all", "layer")  # one codebook for all layers (the paper) or one per 
 
 # importance of the weights (netquant.importance): none, adam, or hessian-<samples>
 ESTIMATORS = ("ggn", "becker-lecun", "ggn-mc", "hutchinson")
+# the library's default: the Gauss-Newton diagonal's Monte-Carlo estimate, close to the exact one at a fraction
+# of its cost (config/README.md: importance.estimator)
+DEFAULT_ESTIMATOR = "ggn-mc"
 IMPORTANCE_PATTERN = r"none|adam|hessian-[0-9]+"
 
 # networks and data (netquant.models, netquant.data)

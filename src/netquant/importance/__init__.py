@@ -5,7 +5,7 @@ training loss (mean cross-entropy), or alternatively by the square root of Adam'
 
 ``hessian_diagonal`` estimators (``estimator=``):
 
-- ``"ggn"`` (default): the exact diagonal of the Gauss-Newton matrix
+- ``"ggn"``: the exact diagonal of the Gauss-Newton matrix
   G = (1/n) sum_n J_n^T H_n J_n, with J_n the Jacobian of the logits of sample n with respect to the
   parameters and H_n = diag(p_n) - p_n p_n^T the Hessian of the cross-entropy with respect to the logits.
   This is the quantity the Becker & Le Cun (1988) diagonal back-propagation targets (that method is exact
@@ -17,7 +17,7 @@ training loss (mean cross-entropy), or alternatively by the square root of Adam'
   Le Cun (1988) (``netquant.importance.becker_lecun``): one forward and one backward pass per batch, an
   approximation of the diagonal above that drops the off-diagonal terms of every layer's curvature (at
   the output too: p (1 - p) instead of diag(p) - p p^T). Exact for the last layer's weights.
-- ``"ggn-mc"``: unbiased Monte-Carlo estimate of the same diagonal. Rows (p - e_y) / sqrt(K) for K labels
+- ``"ggn-mc"`` (default): unbiased Monte-Carlo estimate of the same diagonal. Rows (p - e_y) / sqrt(K) for K labels
   y ~ softmax(logits) per sample (``mc_samples``): E_y[(J^T (p - e_y))^2] = diag(J^T H J). K backward
   passes per sample.
 - ``"hutchinson"``: unbiased estimate of the diagonal of the *exact* Hessian, E_z[z * Hz] with Rademacher z
@@ -66,7 +66,7 @@ from netquant.importance.batches import Batch, validated
 from netquant.importance.becker_lecun import backprop_diagonal
 from netquant.importance.gauss_newton import func_chunk, modules_chunk, parameters_require_grad, step_plan
 from netquant.importance.hutchinson import hutchinson_batch
-from netquant.vocabulary import ESTIMATORS
+from netquant.vocabulary import DEFAULT_ESTIMATOR, ESTIMATORS
 
 BACKENDS = ("auto", "modules", "func")
 
@@ -79,7 +79,7 @@ def hessian_diagonal(
     batches: Iterable[Batch],
     n_samples: int,
     *,
-    estimator: str = "ggn",
+    estimator: str = DEFAULT_ESTIMATOR,
     floor: float | None = 1e-8,
     seed: int = 0,
     mc_samples: int = 1,
@@ -100,8 +100,8 @@ def hessian_diagonal(
             device and dtype. Targets are used only by ``"hutchinson"``: the Gauss-Newton matrix of the
             softmax cross-entropy does not depend on them.
         n_samples: number of samples averaged over (the paper uses 50,000 and 1,000).
-        estimator: ``"ggn"`` (exact Gauss-Newton diagonal, default), ``"ggn-mc"`` or ``"hutchinson"``;
-            see the module docstring.
+        estimator: ``"ggn-mc"`` (default), ``"ggn"`` (the exact Gauss-Newton diagonal),
+            ``"becker-lecun"`` or ``"hutchinson"``; see the module docstring.
         floor: relative floor; the result is ``max(h, floor * mean(|h|))`` with the mean over all
             parameters. ``None`` returns the raw estimate (Hutchinson's can be negative).
         seed: seeds the label draws of ``"ggn-mc"`` and the probes of ``"hutchinson"``.

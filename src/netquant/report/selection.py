@@ -19,12 +19,8 @@ import pandas as pd
 
 from netquant.report.labels import ordered_networks
 from netquant.report.paper import load_paper_numbers, paper_cell
+from netquant.search import meets_floor
 from netquant.vocabulary import FIGURE_MODELS, hessian_samples
-
-# Accuracies are percentages computed the same way everywhere; the slack only absorbs the rounding of
-# "floor = pruned accuracy - tolerance" (e.g. 99.04 - 0.05 = 98.99000000000001).
-FLOOR_SLACK = 1e-9
-
 
 @dataclass(frozen=True)
 class Table1Row:
@@ -89,7 +85,7 @@ def select_point(curve: pd.DataFrame, floor: float) -> tuple[pd.Series | None, b
     curve = curve[np.isfinite(curve["accuracy"].astype(float)) & np.isfinite(curve["ratio_file"].astype(float))]
     if curve.empty:
         return None, False
-    qualifying = curve[curve["accuracy"] >= floor - FLOOR_SLACK]
+    qualifying = curve[meets_floor(curve["accuracy"], floor)]
     if not qualifying.empty:
         return qualifying.sort_values(["ratio_file", "accuracy"], ascending=False, kind="stable").iloc[0], True
     return curve.sort_values(["accuracy", "ratio_file"], ascending=False, kind="stable").iloc[0], False
