@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from netquant import coding, container, models, prune, quantize, steps, sweeps
-from netquant.container import format as file_format
 
 
 @pytest.fixture
@@ -31,21 +30,20 @@ def _counting(monkeypatch, module, name, counts):
     monkeypatch.setattr(module, name, counted)
 
 
-def test_a_sweep_point_runs_each_coder_once_and_decodes_each_file_once(tmp_path, monkeypatch, pruned_qmodel):
+def test_a_sweep_point_runs_each_coder_once(tmp_path, monkeypatch, pruned_qmodel):
     counts: dict[str, int] = {}
     for name in ("huffman_encode", "ans_encode", "mask_ans_encode", "dc_gap_symbols", "ans_layers_encode",
                  "mask_context_encode"):
         _counting(monkeypatch, coding, name, counts)
-    _counting(monkeypatch, file_format, "_decode", counts)
     coding_cfg = {"label_code": "huffman", "index_code": "deep-compression", "index_bound": 32}
     decoded, metrics, variants = sweeps.write_point(str(tmp_path / "k=16-ft"), pruned_qmodel, coding_cfg,
                                                    variants=True)
     n_sparse = sum(not t.mask.all() for t in pruned_qmodel.tensors.values())
     # labels by Huffman once, positions by Deep Compression's gaps once (its Huffman stream once), ANS
     # labels once (the ANS file and the "ans" size), mask-ANS positions once, per-layer ANS labels and
-    # context-modelled positions once (the context file and its sizes); four files, four decodes
+    # context-modelled positions once (the context file and its sizes)
     assert counts == {"huffman_encode": 2, "dc_gap_symbols": n_sparse, "ans_encode": 1, "mask_ans_encode": 1,
-                      "ans_layers_encode": 1, "mask_context_encode": 1, "_decode": 4}
+                      "ans_layers_encode": 1, "mask_context_encode": 1}
     assert set(variants) == {"ans", "runlength", "context"}
     for path, m in [(str(tmp_path / "k=16-ft.nqz"), metrics), *variants.values()]:
         assert container.metrics(path)["ratio_file"] == m["ratio_file"]
