@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from netquant import batchnorm, compress, importance, steps
+from netquant import batchnorm, compress, config, importance, steps
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -47,8 +47,9 @@ def run(args, method: str, bits: float, train_unquantized: bool, model, masks, h
     """One quantization, fine-tuned in one run; every snapshot written, decoded and evaluated twice."""
     q = compress.quantize(model, h, method=method, bits=bits, masks=masks, fold_batchnorm=False,
                           **cfg["quantize"]["options"])
-    finetune = {k: v for k, v in cfg[args.arch]["finetune"].items() if k != "batch_size"}
-    batch_size = cfg[args.arch]["finetune"]["batch_size"]
+    settings = config.finetune_of(cfg, args.arch, "pruned")
+    finetune = {k: v for k, v in settings.items() if k not in ("batch_size", "steps")}
+    batch_size = settings["batch_size"]
     epoch = data_source.samples_per_epoch // batch_size
     counts = sorted(set(args.steps or [0, 50, 200, 1000, epoch, 2 * epoch]))
     g = torch.Generator().manual_seed(0)
@@ -112,7 +113,7 @@ def main() -> None:
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
     result = {"model": args.model, "model_accuracy": ckpt.meta.get("accuracy"), "arch": args.arch,
               "importance": f"ggn-mc, {args.importance_samples} samples ({importance_seconds:.0f} s)",
-              "finetune": cfg[args.arch]["finetune"], "bn_batches": args.bn_batches, "threads": args.threads,
+              "finetune": config.finetune_of(cfg, args.arch, "pruned"), "bn_batches": args.bn_batches, "threads": args.threads,
               "machine": platform.platform(), "torch": torch.__version__, "commit": commit, "rows": rows}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(result, indent=2) + "\n")

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from netquant import compress, reference, search, sweeps
+from netquant import compress, config, reference, search, sweeps
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -48,7 +48,7 @@ def main() -> None:
     max_probes = cfg["search"]["max_probes"] if args.max_probes is None else args.max_probes
     rates = cfg[args.arch].get("rates", cfg["quantize"]["rates"])
     dataset = args.dataset or {"lenet5": "mnist", "resnet32": "cifar10"}[args.arch]
-    curve = sweeps.open_curve(args.arch, cfg[args.arch]["finetune"], method=args.method,
+    curve = sweeps.open_curve(args.arch, config.finetune_of(cfg, args.arch, "pruned"), method=args.method,
                               importance_name="bench", scope="all", quantize_cfg=cfg["quantize"],
                               coding_cfg=cfg["coding"], model_path=args.model, importance_path=args.importance,
                               source={"dataset": dataset, "prepared": args.data}, device="cpu")

@@ -1,7 +1,10 @@
 """Context-modelled entropy codes for the labels and positions of our .nqz files, against NNCodec (MPEG NNR).
 
     OMP_NUM_THREADS=1 python benchmarks/explore_context_codes.py [--reference reference/cpu] \\
-        [--networks lenet5 resnet32] [--files uniform-paper.nqz ...] [--speed] [--out results.json]
+        [--networks lenet5 resnet32] [--files uniform-paper.nqz ...] [--group 6] [--chunk 64] \\
+        [--speed [--speed-files lenet5/uniform-paper.nqz ...]] [--out results.json]
+
+(about 1.5 minutes on one core for both networks, --speed included)
 
 Research script (nothing here is used by netquant). For every Table 1 file of the networks (``pruned.nqz``
 skipped) it measures the ideal code length, in bits, of the file's labels and positions under several
@@ -32,8 +35,9 @@ Estimators:
   tensors of the file, kept across tensors) or per tensor (reset at each tensor).
 - two-rate (DeepCABAC / VVC style): per context two exponential estimators p += (b - p) / 2^r, r = 4 and 7,
   from p = 1/2, averaged.
-- batched: the same counts, but an event sees only the counts of earlier batches (one batch = one plane of
-  G filters). That is what a decoder needs to decode a batch with one vectorised call.
+- batched: the same counts, but an event sees only the counts of earlier batches (one batch = one kernel
+  position j of G filters x up to CHUNK input channels). That is what a decoder needs to decode a batch
+  with one vectorised call.
 
 Models (see the report for the numbers):
 - positions: "mask-ans" (per-tensor Bernoulli, entropy bound); "P1-kt" DeepCABAC-like significance flags in
@@ -50,19 +54,25 @@ Models (see the report for the numbers):
   instead); "L1g" one global adaptive model; "L2" DeepCABAC binarisation - sign flag, unary
   "greater than i" flags i = 1..8 (none past the largest rank of that sign), then exp-Golomb-0 of m - 8 with
   every prefix and suffix bit context coded - blend (global) -> (tensor) without neighbour contexts;
-  "L3" L2 with neighbour contexts: sign given clip(left + up, -4, 4), flags given
-  min(|left| + |up| + (|up-left| + |up-right|) // 2, 8) (kernel neighbours, earlier planes); sequential and
+  "L3" L2 with neighbour contexts (kernel neighbours left, up, up-left, up-right: earlier planes; 0 when
+  pruned or outside): with a = |left| + |up| + (|up-left| + |up-right|) // 2, the sign given
+  clip(left + up, -4, 4), the "greater than i" flags given a (0..7, then 8..12 for a in [8, 16), [16, 32),
+  ... by powers of two), the exp-Golomb prefix bits also given min(floor(log2(a + 1)), 7); sequential and
   batched (plane order, labels of a tensor decoded after its mask).
 
---speed: a real rANS (constriction) encoder and decoder of the batched design (P2 + L3 batched) on LeNet-5,
-checked to round-trip, with its actual size and its decode time; and a per-element pure-Python decoder
-of the row-major P1-kt significance model to show what a per-decision Python loop costs.
+--speed: a real rANS (constriction) encoder and decoder of the batched design (P2 + L3 batched) on the
+--speed-files, checked to round-trip, with its actual size and decode time, once with every binary decision
+of a batch coded by its own call ("binary") and once "merged" (sign and unary part of the labels as one
+categorical symbol, the exp-Golomb length as another: the same model, fewer calls); and, on the first file,
+a per-element pure-Python decoder of the row-major P1-kt significance model to show what a per-decision
+Python loop costs.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
 import math
 import time
@@ -82,7 +92,9 @@ REPO = Path(__file__).resolve().parents[1]
 TODAY_SECTIONS = ("BOOK", "LTAB", "LBIT", "ITAB", "IBIT")
 OVERHEAD_BITS = 5 * 12 * 8 + 2 * 64  # section framing as today + ANS flush of two streams
 NONE = 1 << 20  # "no neighbour here" (outside the kernel) in neighbour arrays
-GROUP = 8  # filters per batch in plane order
+GROUP = 6  # filters per batch in plane order (--group)
+CHUNK = 64  # input channels per batch in plane order (--chunk)
+MAX_LENGTH = 15  # merged coder: exp-Golomb lengths 0..MAX_LENGTH - 1 (ranks below 2^15)
 UNARY = 8  # "greater than i" flags before the exp-Golomb remainder
 RC_PRIOR = 8.0  # weight, in elements, of the tensor's density in the filter / channel estimates of rc
 CB_EDGES = (0.05, 0.15, 0.3, 0.5, 0.75)
@@ -235,7 +247,7 @@ def two_rate_bits(contexts, bits, rates=(4, 7)) -> float:
     c, b = contexts[order], bits[order]
     bounds = np.flatnonzero(np.r_[True, c[1:] != c[:-1], True])
     total = 0.0
-    for s, e in zip(bounds[:-1], bounds[1:]):
+    for s, e in itertools.pairwise(bounds):
         x = b[s:e]
         p = np.zeros(e - s)
         for r in rates:
@@ -259,7 +271,7 @@ def rowmajor_features(v: View, scan: str = "row") -> tuple[np.ndarray, np.ndarra
     m = (v.ranks != 0).reshape(o, i * kh * kw) if scan == "row" else \
         (v.ranks != 0).reshape(o, i, kh * kw).transpose(1, 0, 2).reshape(i, o * kh * kw)
     m = m.astype(np.int64)
-    rows, cols = m.shape
+    rows = m.shape[0]
     left1, left2 = np.zeros_like(m), np.zeros_like(m)
     left1[:, 1:], left2[:, 2:] = m[:, :-1], m[:, :-2]
     up = np.full_like(m, 2)
@@ -303,29 +315,33 @@ def mask_entropy_bits(vs: list[View]) -> float:
 
 
 class Blend:
-    """Hierarchical counts for binary events: one (n, n1) table per level, coarse to fine."""
+    """Hierarchical counts for binary events: one (n, n1) table per level, coarse to fine, kept side by side in
+    one array (one bincount per update for all levels)."""
 
     def __init__(self, sizes, betas):
         self.sizes, self.betas = sizes, betas
-        self.n = [np.zeros(s) for s in sizes]
-        self.n1 = [np.zeros(s) for s in sizes]
+        self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        self.n = np.zeros(int(self.offsets[-1]))
+        self.n1 = np.zeros(int(self.offsets[-1]))
 
     def reset(self, levels):
         for l in levels:
-            self.n[l][:] = 0
-            self.n1[l][:] = 0
+            self.n[self.offsets[l]:self.offsets[l + 1]] = 0
+            self.n1[self.offsets[l]:self.offsets[l + 1]] = 0
 
     def prob(self, ids) -> np.ndarray:
         """P(bit = 1) for events with context ids ``ids`` (one array per level)."""
         p = 0.5
-        for n, n1, beta, c in zip(self.n, self.n1, self.betas, ids):
-            p = (n1[c] + beta * p) / (n[c] + beta)
+        for offset, beta, c in zip(self.offsets, self.betas, ids):
+            c = c + offset
+            p = (self.n1[c] + beta * p) / (self.n[c] + beta)
         return p
 
     def update(self, ids, bits):
-        for l, c in enumerate(ids):
-            self.n[l] += np.bincount(c, minlength=self.sizes[l])
-            self.n1[l] += np.bincount(c, weights=bits, minlength=self.sizes[l])
+        flat = np.concatenate([c + offset for offset, c in zip(self.offsets, ids)])
+        size = int(self.offsets[-1])
+        self.n += np.bincount(flat, minlength=size)
+        self.n1 += np.bincount(flat, weights=np.tile(bits, len(ids)), minlength=size)
 
 
 class Recorder:
@@ -347,14 +363,14 @@ class Recorder:
                 np.concatenate(self.tensor))
 
 
-def _neighbours(a4, o0, o1, y, x, fill):
-    """Values of the left, up, up-left and up-right kernel neighbours of (o0:o1, :, y, x)."""
-    o, i, kh, kw = a4.shape
+def _neighbours(a4, o0, o1, i0, i1, y, x):
+    """Values of the left, up, up-left and up-right kernel neighbours of (o0:o1, i0:i1, y, x); None outside."""
+    kh, kw = a4.shape[2:]
     out = []
     for dy, dx in ((0, -1), (-1, 0), (-1, -1), (-1, 1)):
         yy, xx = y + dy, x + dx
         if 0 <= yy < kh and 0 <= xx < kw:
-            out.append(a4[o0:o1, :, yy, xx])
+            out.append(a4[o0:o1, i0:i1, yy, xx])
         else:
             out.append(None)
     return out
@@ -368,19 +384,20 @@ class PlaneCodec:
     ``magnitude_context``: P2+mag, the significance contexts also see the neighbours' label magnitudes (then
     each batch's labels are coded right after its flags)."""
 
-    def __init__(self, decide, magnitude_context=False, record=False):
+    def __init__(self, decide, magnitude_context=False, record=False, merged=False):
         self.decide = decide
         self.mag = magnitude_context
         self.record = record
+        self.merged = merged
         mag_size = 9 if magnitude_context else 1
         # significance: (conv, rc), (conv, rc, nkc[, mag]), tensor (rc, nkc[, mag]), tensor (rc, nkc[, mag], cb)
         self.sig = Blend([2 * 24, 2 * 24 * 25 * mag_size, 24 * 25 * mag_size, 24 * 25 * mag_size * 6], SIG_BETAS)
         # sign: (conv), tensor, (conv, pred), tensor (pred)
         self.sign = Blend([2, 1, 2 * 9, 9], LAB_BETAS)
         # flags: (conv, i, s), tensor (i, s), (conv, mall, i, s), tensor (mall, i, s)
-        self.flag = Blend([2 * 16 * 2, 16 * 2, 2 * 9 * 16 * 2, 9 * 16 * 2], LAB_BETAS)
+        self.flag = Blend([2 * 16 * 2, 16 * 2, 2 * 13 * 16 * 2, 13 * 16 * 2], LAB_BETAS)
         # exp-Golomb prefix (j, s) and suffix (length, bit): global, tensor
-        self.prefix = Blend([64 * 2, 64 * 2], REM_BETAS)
+        self.prefix = Blend([64 * 2, 64 * 2, 8 * 64 * 2], REM_BETAS + REM_BETAS[-1:])
         self.suffix = Blend([64 * 64, 64 * 64], REM_BETAS)
         self.rec = {k: Recorder() for k in ("sig", "sign", "flag", "prefix", "suffix")}
         self.batch = 0
@@ -410,7 +427,7 @@ class PlaneCodec:
         m4 = np.zeros((o, i, kh, kw), bool)
         self.sig.reset([2, 3])
         for blend in (self.sign, self.flag, self.prefix, self.suffix):
-            blend.reset([1, 3] if len(blend.sizes) == 4 else [1])
+            blend.reset([1, 3] if len(blend.sizes) == 4 else list(range(1, len(blend.sizes))))
         if kept == size:
             m4[:] = True
         if 0 < kept < size:
@@ -422,34 +439,13 @@ class PlaneCodec:
                 column_kept = np.zeros(i)
                 for o0 in range(0, o, GROUP):
                     o1 = min(o0 + GROUP, o)
-                    nb = _neighbours(m4, o0, o1, y, x, None)
-                    present = [n for n in nb if n is not None]
-                    nk = sum(n.astype(np.int64) for n in present) if present else 0
-                    nkc = np.broadcast_to(nk * 5 + len(present), (o1 - o0, i))
-                    pf = (filter_kept[o0:o1] + RC_PRIOR * d) / (i * j + RC_PRIOR)
-                    pc = (channel_kept + RC_PRIOR * d) / (o * j + RC_PRIOR)
-                    lo = (np.log(pf / (1 - pf))[:, None] + np.log(pc / (1 - pc))[None, :] - math.log(d / (1 - d)))
-                    rc = np.clip(np.floor(lo * 1.5).astype(np.int64) + 15, 0, 23)
-                    if o0 == 0:
-                        cb = np.zeros((o1 - o0, i), np.int64)
-                    else:
-                        frac = (column_kept + 0.5) / (o0 + 1.0)
-                        cb = np.broadcast_to(1 + np.searchsorted(CB_EDGES, frac, side="right"), (o1 - o0, i))
-                    ctx = rc * 25 + nkc
-                    if self.mag:  # neighbours' label magnitudes (their labels are decoded already)
-                        mags = [0 if n_ is None else np.abs(n_) for n_ in _neighbours(a4, o0, o1, y, x, None)]
-                        mall = np.minimum(mags[0] + mags[1] + (mags[2] + mags[3]) // 2, 8)
-                        ctx = ctx * 9 + np.broadcast_to(mall, (o1 - o0, i))
-                    conv = v.spatial
-                    ids = [(conv * 24 + rc).reshape(-1), (conv * 24 * 25 * (9 if self.mag else 1) + ctx).reshape(-1),
-                           ctx.reshape(-1), (ctx * 6 + cb).reshape(-1)]
-                    bits = None if truth is None else (truth[o0:o1, :, y, x] != 0).reshape(-1)
-                    got = self._code(self.sig, "sig", ids, bits).reshape(o1 - o0, i).astype(bool)
-                    m4[o0:o1, :, y, x] = got
-                    column_kept += got.sum(0)
-                    if self.mag:
-                        self.labels_batch(v, a4, m4, truth, j, o0, o1)
-                    self.batch += 1
+                    for i0 in range(0, i, CHUNK):
+                        i1 = min(i0 + CHUNK, i)
+                        self.mask_batch(v, m4, a4, truth, d, j, o0, o1, i0, i1, filter_kept, channel_kept,
+                                        column_kept)
+                        if self.mag:
+                            self.labels_batch(v, a4, m4, truth, j, o0, o1, i0, i1)
+                        self.batch += 1
                 filter_kept += m4[:, :, y, x].sum(1)
                 channel_kept += m4[:, :, y, x].sum(0)
         if int(m4.sum()) != kept:
@@ -457,25 +453,61 @@ class PlaneCodec:
         if not self.mag or kept == size:
             for j in range(kh * kw):
                 for o0 in range(0, o, GROUP):
-                    self.labels_batch(v, a4, m4, truth, j, o0, min(o0 + GROUP, o))
-                    self.batch += 1
+                    for i0 in range(0, i, CHUNK):
+                        self.labels_batch(v, a4, m4, truth, j, o0, min(o0 + GROUP, o), i0, min(i0 + CHUNK, i))
+                        self.batch += 1
         return a4
 
-    def labels_batch(self, v: View, a4, m4, truth, j, o0, o1):
-        """Labels of the kept elements of filters o0:o1 at kernel position j."""
-        o, i, kh, kw = v.view
+    def mask_batch(self, v: View, m4, a4, truth, d, j, o0, o1, i0, i1, filter_kept, channel_kept, column_kept):
+        """Significance flags of filters o0:o1, input channels i0:i1 at kernel position j (P2)."""
+        o, i, _, kw = v.view
         y, x = divmod(j, kw)
-        keep = m4[o0:o1, :, y, x]
+        present = [n_ for n_ in _neighbours(m4, o0, o1, i0, i1, y, x) if n_ is not None]
+        nk = sum(n_.astype(np.int64) for n_ in present) if present else 0
+        nkc = np.broadcast_to(nk * 5 + len(present), (o1 - o0, i1 - i0))
+        pf = (filter_kept[o0:o1] + RC_PRIOR * d) / (i * j + RC_PRIOR)
+        pc = (channel_kept[i0:i1] + RC_PRIOR * d) / (o * j + RC_PRIOR)
+        lo = np.log(pf / (1 - pf))[:, None] + np.log(pc / (1 - pc))[None, :] - math.log(d / (1 - d))
+        rc = np.clip(np.floor(lo * 1.5).astype(np.int64) + 15, 0, 23)
+        if o0 == 0:
+            cb = np.zeros((o1 - o0, i1 - i0), np.int64)
+        else:
+            frac = (column_kept[i0:i1] + 0.5) / (o0 + 1.0)
+            cb = np.broadcast_to(1 + np.searchsorted(CB_EDGES, frac, side="right"), (o1 - o0, i1 - i0))
+        ctx = rc * 25 + nkc
+        if self.mag:  # neighbours' label magnitudes (their labels are decoded already)
+            mags = [0 if n_ is None else np.abs(n_) for n_ in _neighbours(a4, o0, o1, i0, i1, y, x)]
+            ctx = ctx * 9 + np.broadcast_to(np.minimum(mags[0] + mags[1] + (mags[2] + mags[3]) // 2, 8), ctx.shape)
+        conv = v.spatial
+        ids = [(conv * 24 + rc).reshape(-1), (conv * 24 * 25 * (9 if self.mag else 1) + ctx).reshape(-1),
+               ctx.reshape(-1), (ctx * 6 + cb).reshape(-1)]
+        bits = None if truth is None else (truth[o0:o1, i0:i1, y, x] != 0).reshape(-1)
+        got = self._code(self.sig, "sig", ids, bits).reshape(o1 - o0, i1 - i0).astype(bool)
+        m4[o0:o1, i0:i1, y, x] = got
+        column_kept[i0:i1] += got.sum(0)
+
+    def labels_batch(self, v: View, a4, m4, truth, j, o0, o1, i0, i1):
+        """Labels of the kept elements of filters o0:o1, input channels i0:i1 at kernel position j (L3)."""
+        kw = v.view[3]
+        y, x = divmod(j, kw)
+        keep = m4[o0:o1, i0:i1, y, x]
         if not keep.any():
             return
         n = int(keep.sum())
-        vals = _neighbours(a4, o0, o1, y, x, None)
-        zero = np.zeros((o1 - o0, i), np.int64)
+        vals = _neighbours(a4, o0, o1, i0, i1, y, x)
+        zero = np.zeros((o1 - o0, i1 - i0), np.int64)
         left, up, upleft, upright = [zero if n_ is None else n_ for n_ in vals]
         pred = (np.clip(left + up, -4, 4) + 4)[keep]
-        mall = np.minimum(np.abs(left) + np.abs(up) + (np.abs(upleft) + np.abs(upright)) // 2, 8)[keep]
-        true = None if truth is None else truth[o0:o1, :, y, x][keep]
+        around = (np.abs(left) + np.abs(up) + (np.abs(upleft) + np.abs(upright)) // 2)[keep]
+        # log2 scale of the neighbours' magnitudes, for the exp-Golomb length of large ranks
+        scale = np.minimum(np.floor(np.log2(around + 1)).astype(np.int64), 7)
+        mall = np.where(around < 8, around, 5 + scale)  # 0..7 as they are, then 8..12 by powers of two
+        true = None if truth is None else truth[o0:o1, i0:i1, y, x][keep]
         conv = v.spatial
+        if self.merged:
+            mag, positive = self.merged_symbols(v, conv, pred, mall, scale, true)
+            a4[o0:o1, i0:i1, y, x][keep] = np.where(positive, mag, -mag)
+            return
         # sign
         if v.nneg and v.npos:
             ids = [np.full(n, conv), np.zeros(n, np.int64), conv * 9 + pred, pred]
@@ -492,7 +524,7 @@ class PlaneCodec:
             if cand.size == 0:
                 break
             e = step * 2 + s[cand]
-            ids = [conv * 32 + e, e, (conv * 9 + mall[cand]) * 32 + e, mall[cand] * 32 + e]
+            ids = [conv * 32 + e, e, (conv * 13 + mall[cand]) * 32 + e, mall[cand] * 32 + e]
             bits = None if true is None else np.abs(true[cand]) > step
             more = self._code(self.flag, "flag", ids, bits).astype(bool)
             mag[cand[more]] = step + 1
@@ -507,7 +539,7 @@ class PlaneCodec:
                 idx = np.flatnonzero(open_)
                 e = np.full(idx.size, step * 2) + s[rest[idx]]
                 bits = None if value is None else (np.floor(np.log2(value[idx])).astype(np.int64) > step)
-                one = self._code(self.prefix, "prefix", [e, e], bits).astype(bool)
+                one = self._code(self.prefix, "prefix", [e, e, scale[rest[idx]] * 128 + e], bits).astype(bool)
                 length[idx[one]] += 1
                 open_[idx[~one]] = False
                 step += 1
@@ -518,7 +550,74 @@ class PlaneCodec:
                 bits = None if value is None else (value[idx] >> (length[idx] - 1 - bit)) & 1
                 got[idx] = got[idx] * 2 + self._code(self.suffix, "suffix", [e, e], bits)
             mag[rest] = UNARY + got
-        a4[o0:o1, :, y, x][keep] = np.where(positive, mag, -mag)
+        a4[o0:o1, i0:i1, y, x][keep] = np.where(positive, mag, -mag)
+
+
+    def merged_symbols(self, v: View, conv, pred, mall, scale, true):
+        """The same model as labels_batch's binary decisions, with fewer coder calls: the sign and the unary
+        part (u = min(m, UNARY + 1)) as one categorical symbol of 2 (UNARY + 1) values, the exp-Golomb
+        length as one categorical symbol of MAX_LENGTH + 1 values, the suffix bits as binary decisions. The
+        probability of a symbol is the product of its binary decisions' probabilities, all of which are
+        known before the batch (contexts never depend on decisions of the same batch)."""
+        n = pred.size
+        steps = np.arange(1, UNARY + 1)
+        if v.nneg and v.npos:
+            sign_ids = [np.full(n, conv), np.zeros(n, np.int64), conv * 9 + pred, pred]
+            p_pos = np.clip(self.sign.prob(sign_ids), 1e-6, 1 - 1e-6)
+        else:
+            p_pos = np.full(n, 1.0 if v.npos else 0.0)
+        table = np.empty((n, 2, UNARY + 1))
+        for s_, largest in ((0, v.nneg), (1, v.npos)):
+            e = np.broadcast_to(steps * 2 + s_, (n, UNARY))
+            m_ = np.broadcast_to(mall[:, None], (n, UNARY))
+            ids = [(conv * 32 + e).reshape(-1), e.reshape(-1), ((conv * 13 + m_) * 32 + e).reshape(-1),
+                   (m_ * 32 + e).reshape(-1)]
+            q = np.clip(self.flag.prob(ids), 1e-6, 1 - 1e-6).reshape(n, UNARY)
+            go_on = np.where(steps < largest, q, 0.0)  # flag i exists only below the largest rank
+            reach = np.concatenate([np.ones((n, 1)), np.cumprod(go_on, axis=1)], axis=1)  # P(u > i - 1)
+            stop = np.concatenate([1.0 - go_on, np.ones((n, 1))], axis=1)
+            table[:, s_, :] = reach * stop * (p_pos if s_ else 1.0 - p_pos)[:, None]
+        symbol = None
+        if true is not None:
+            symbol = (true > 0) * (UNARY + 1) + np.minimum(np.abs(true), UNARY + 1) - 1
+        got = np.asarray(self.decide("sign+unary", table.reshape(n, -1), symbol), np.int64)
+        positive = got >= UNARY + 1
+        u = got % (UNARY + 1) + 1
+        s = positive.astype(np.int64)
+        if v.nneg and v.npos:
+            self.sign.update(sign_ids, s)
+        largest = np.where(positive, v.npos, v.nneg)
+        coded = (steps[None, :] <= u[:, None]) & (steps[None, :] < largest[:, None])  # flags that were coded
+        row, col = np.nonzero(coded)
+        e = steps[col] * 2 + s[row]
+        self.flag.update([conv * 32 + e, e, (conv * 13 + mall[row]) * 32 + e, mall[row] * 32 + e],
+                         (u[row] > steps[col]).astype(np.int64))
+        mag = np.minimum(u, UNARY + 1)
+        rest = np.flatnonzero((u == UNARY + 1) & (largest > UNARY))
+        if rest.size:
+            value = None if true is None else np.abs(true[rest]) - UNARY
+            j = np.arange(MAX_LENGTH + 1)
+            e = j[None, :] * 2 + s[rest][:, None]
+            sc = np.broadcast_to(scale[rest][:, None], e.shape)
+            c = np.clip(self.prefix.prob([e.reshape(-1), e.reshape(-1), (sc * 128 + e).reshape(-1)]),
+                        1e-6, 1 - 1e-6).reshape(e.shape)
+            reach = np.concatenate([np.ones((rest.size, 1)), np.cumprod(c[:, :-1], axis=1)], axis=1)
+            stop = np.concatenate([1.0 - c[:, :-1], np.ones((rest.size, 1))], axis=1)
+            length_true = None if value is None else np.floor(np.log2(value)).astype(np.int64)
+            if length_true is not None and length_true.max() >= MAX_LENGTH:
+                raise ValueError("exp-Golomb length beyond MAX_LENGTH")
+            length = np.asarray(self.decide("prefix", reach * stop, length_true), np.int64)
+            row, col = np.nonzero(j[None, :] <= length[:, None])
+            ee = j[col] * 2 + s[rest][row]
+            self.prefix.update([ee, ee, scale[rest][row] * 128 + ee], (length[row] > j[col]).astype(np.int64))
+            got = np.ones(rest.size, np.int64)
+            for bit in range(int(length.max())):
+                idx = np.flatnonzero(length > bit)
+                e = length[idx] * 64 + bit
+                bits = None if value is None else (value[idx] >> (length[idx] - 1 - bit)) & 1
+                got[idx] = got[idx] * 2 + self._code(self.suffix, "suffix", [e, e], bits)
+            mag[rest] = UNARY + got
+        return mag, positive
 
 
 def plane_measure(vs: list[View], magnitude_context=False) -> dict:
@@ -541,7 +640,7 @@ def plane_measure(vs: list[View], magnitude_context=False) -> dict:
         levels = []
         for l in range(ids.shape[1]):
             is_tensor_level = (kind == "sig" and l >= 2) or (kind in ("sign", "flag") and l in (1, 3)) or \
-                (kind in ("prefix", "suffix") and l == 1)
+                (kind in ("prefix", "suffix") and l >= 1)
             levels.append(ids[:, l] + (tensor_of << 32 if is_tensor_level else 0))
         row = {}
         for mode, b in (("batched", batch), ("sequential", None)):
@@ -651,37 +750,43 @@ def measure_file(qmodel) -> dict:
 # speed
 
 
-def real_codec(vs: list[View]) -> dict:
-    """Encode and decode the batched design (P2 + L3) with constriction's rANS; check, time, size."""
-    family = constriction.stream.model.Bernoulli(perfect=False)
+def real_codec(vs: list[View], merged=True) -> dict:
+    """Encode and decode the batched design (P2 + L3) with constriction's rANS; check, time, size.
+    ``merged``: labels' sign and unary part, and exp-Golomb length, as categorical symbols (fewer calls)."""
+    binary = constriction.stream.model.Bernoulli(perfect=False)
+    categorical = constriction.stream.model.Categorical(perfect=False)
     calls = []
 
-    def record(kind, p, bits):
-        calls.append((p, bits))
-        return bits
+    def record(kind, p, symbols):
+        calls.append((p, np.asarray(symbols, np.int32)))
+        return symbols
 
     start = time.perf_counter()
-    PlaneCodec(record).run(vs, [v.ranks for v in vs])
+    PlaneCodec(record, merged=merged).run(vs, [v.ranks for v in vs])
     coder = constriction.stream.stack.AnsCoder()
-    for p, bits in reversed(calls):
-        coder.encode_reverse(np.asarray(bits, np.int32), family, p)
+    for p, symbols in reversed(calls):
+        coder.encode_reverse(symbols, categorical if p.ndim == 2 else binary, p)
     words = coder.get_compressed()
     encode_s = time.perf_counter() - start
 
-    def decode(kind, p, bits):
-        return np.asarray(decoder.decode(family, p))
+    def decode(kind, p, symbols):
+        return np.asarray(decoder.decode(categorical if p.ndim == 2 else binary, p))
 
     times = []
     for _ in range(3):
         decoder = constriction.stream.stack.AnsCoder(words)
         start = time.perf_counter()
-        decoded = PlaneCodec(decode).run(vs, None)  # uses only each tensor's view, kept count and codebook
+        decoded = PlaneCodec(decode, merged=merged).run(vs, None)  # uses each tensor's view, kept count, codebook
         times.append(time.perf_counter() - start)
     ok = all((d == v.ranks).all() for d, v in zip(decoded, vs)) and decoder.is_empty()
-    ideal = float(sum(-np.log2(np.where(np.asarray(b) == 1, p, 1 - p)).sum() for p, b in calls))
-    return {"roundtrip": bool(ok), "stream_bits": int(words.size * 32), "ideal_bits": ideal,
-            "constriction_calls": len(calls), "decisions": int(sum(len(b) for _, b in calls)),
-            "encode_s": encode_s, "decode_s": min(times)}
+    ideal = 0.0
+    for p, symbols in calls:
+        if p.ndim == 2:
+            ideal -= float(np.log2(p[np.arange(len(symbols)), symbols] / p.sum(1)).sum())
+        else:
+            ideal -= float(np.log2(np.where(symbols == 1, p, 1 - p)).sum())
+    return {"merged": merged, "group": GROUP, "roundtrip": bool(ok), "stream_bits": int(words.size * 32),
+            "ideal_bits": ideal, "constriction_calls": len(calls), "encode_s": encode_s, "decode_s": min(times)}
 
 
 def per_element_decode(vs: list[View]) -> dict:
@@ -749,14 +854,19 @@ def per_element_decode(vs: list[View]) -> dict:
 
 
 def main() -> None:
+    global GROUP, CHUNK
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reference", default=str(REPO / "reference" / "cpu"))
     parser.add_argument("--networks", nargs="+", default=["lenet5", "resnet32"])
     parser.add_argument("--files", nargs="*", help="only these file names")
-    parser.add_argument("--speed", action="store_true", help="real coder and decode timings on LeNet-5")
-    parser.add_argument("--speed-file", default="lenet5/uniform-paper.nqz")
+    parser.add_argument("--group", type=int, default=GROUP, help="filters per batch in plane order")
+    parser.add_argument("--chunk", type=int, default=CHUNK, help="input channels per batch in plane order")
+    parser.add_argument("--speed", action="store_true", help="real coder and decode timings (--speed-files)")
+    parser.add_argument("--speed-files", nargs="+", default=["lenet5/uniform-paper.nqz", "lenet5/kmeans-pruned.nqz",
+                                                             "resnet32/hwkmeans-pruned-sweep.nqz"])
     parser.add_argument("--out", help="write every number as JSON here")
     args = parser.parse_args()
+    GROUP, CHUNK = args.group, args.chunk
     reference = Path(args.reference)
     results, cache = {"files": {}}, {}
     for network in args.networks:
@@ -777,10 +887,14 @@ def main() -> None:
             print_row(f"{network}/{entry['file']}", row)
     print_summary(results["files"])
     if args.speed:
-        qmodel = container.read(reference / "files" / args.speed_file)
-        vs = views(qmodel)
-        results["speed"] = {"file": args.speed_file, "batched": real_codec(vs), "per_element": per_element_decode(vs)}
-        print(json.dumps(results["speed"], indent=1))
+        results["speed"] = {}
+        for name in args.speed_files:
+            vs = views(container.read(reference / "files" / name))
+            row = {"merged": real_codec(vs, merged=True), "binary": real_codec(vs, merged=False)}
+            if name == args.speed_files[0]:
+                row["per_element_P1"] = per_element_decode(vs)
+            results["speed"][name] = row
+            print(name, json.dumps(row, indent=1))
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=1))
 
