@@ -11,6 +11,7 @@ on any of the files reproduces its row.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import platform
@@ -437,16 +438,41 @@ def coding_block(folder: Path, network: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def nncodec_block(folder: Path, network: str) -> str:
+    """netquant against NNCodec (MPEG NNR) on the same pruned network, from
+    ``benchmarks/nncodec_<network>.json`` (``benchmarks/bench_nncodec.py``): the whole pipelines at each
+    accuracy floor, and NNCodec as a lossless coder of each Table 1 file's symbols."""
+    result = json.loads((folder / "benchmarks" / f"nncodec_{network}.json").read_text())
+    lines = ["| floor | NNCodec: best ratio (qp, accuracy) | netquant: best row meeting it (file accuracy) | "
+             "netquant / NNCodec |", "|---|---|---|---|"]
+    for c in result["pipeline"]["comparison"]:
+        theirs, ours = c["nncodec"], c["ours_by_file_accuracy"]
+        theirs_text = "none meets it" if theirs is None else (
+            f"{theirs['ratio']:.2f}x (qp {theirs['qp']}, {theirs['accuracy']:.2f}%)")
+        ours_text = "none" if ours is None else (
+            f"{ours['ratio']:.2f}x, {ours['row']} ({ours['floor_name']} floor, {ours['file_accuracy']:.2f}%)")
+        share = "-" if theirs is None or ours is None else f"{ours['ratio'] / theirs['ratio']:.3f}"
+        lines.append(f"| {c['floor']:.2f}% | {theirs_text} | {ours_text} | {share} |")
+    lines += ["", "| Table 1 file | netquant: codebook + label + position bits | NNCodec, same symbols | "
+              "netquant / NNCodec |", "|---|---|---|---|"]
+    for f in result["lossless"]["files"]:
+        lines.append(f"| `{f['file']}` ({f['label_code']}, {f['index_code']}) | {f['ours_bits']:,} | "
+                     f"{f['nncodec_bits']:,} | {f['ours_over_nncodec']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
 def _render(spec: str, root: Path) -> str:
     words = spec.split()
     if len(words) == 3 and words[0] == "table1":
         return table1_block(root / words[2], words[1])
     if len(words) == 3 and words[0] == "coding":
         return coding_block(root / words[2], words[1])
+    if len(words) == 3 and words[0] == "nncodec":
+        return nncodec_block(root / words[2], words[1])
     if len(words) == 4 and words[0] == "rerun":
         return rerun_block(root / words[2], root / words[3], words[1])
     raise ValueError(f"README block '<!-- reference: {spec} -->': expected 'table1 NETWORK FOLDER', "
-                     "'coding NETWORK FOLDER' or 'rerun NETWORK FOLDER OTHER_FOLDER'")
+                     "'coding NETWORK FOLDER', 'nncodec NETWORK FOLDER' or 'rerun NETWORK FOLDER OTHER_FOLDER'")
 
 
 def refreshed_readme(readme: str | os.PathLike) -> str:
