@@ -8,9 +8,9 @@ epochs, with and without BatchNorm statistics measured again, each a real file.
 For each method and rate the pruned model is quantized once (all layers together, the pruning masks kept)
 and fine-tuned with the network's config settings (``<arch>.finetune``) in one run whose shared values are
 taken at each step count (the SGD momentum restarts at each, a negligible difference); every snapshot is
-written as a ``.nqz`` file twice - BatchNorm folded as it is ("stats: kept"), and after its statistics are
-measured again on ``--bn-batches`` training batches of the quantized network ("stats: re-estimated") - and
-each file is decoded and evaluated on the whole test set. ``--train-unquantized both`` repeats every run
+written as a ``.nqz`` file twice - with BatchNorm folded, as the workflow writes it, and with its statistics
+measured again on ``--bn-batches`` training batches of the quantized network (``batchnorm.reestimate``;
+that file stores the statistics) - and each file is decoded and evaluated on the whole test set. ``--train-unquantized both`` repeats every run
 with the unquantized parameters (biases, BatchNorm's affine parameters) trained as well.
 """
 
@@ -33,10 +33,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def evaluate_file(arch: str, qmodel, data_source, path: Path) -> dict:
-    """Write ``qmodel`` (BatchNorm folded) as a file, decode it and evaluate the decoded network."""
-    model = steps.build_model(arch, data_source)
-    decoded, metrics = compress.write(batchnorm.fold(qmodel, model), path)
-    model = compress.load_decoded(decoded, model)
+    """Write ``qmodel`` as a file, decode it and evaluate the decoded network."""
+    decoded, metrics = compress.write(qmodel, path)
+    model = compress.load_decoded(decoded, steps.build_model(arch, data_source))
     result = steps.test_metrics(model, data_source, "cpu")
     return {"accuracy": result["accuracy"], "loss": result["loss"], "ratio": metrics["ratio_file"],
             "file_bytes": metrics["file_bytes"]}
@@ -45,7 +44,7 @@ def evaluate_file(arch: str, qmodel, data_source, path: Path) -> dict:
 def run(args, method: str, bits: float, train_unquantized: bool, model, masks, h, data_source, cfg,
         folder: Path) -> list[dict]:
     """One quantization, fine-tuned in one run; every snapshot written, decoded and evaluated twice."""
-    q = compress.quantize(model, h, method=method, bits=bits, masks=masks, fold_batchnorm=False,
+    q = compress.quantize(model, h, method=method, bits=bits, masks=masks, include=cfg["quantize"]["params"],
                           **cfg["quantize"]["options"])
     settings = config.finetune_of(cfg, args.arch, "pruned")
     finetune = {k: v for k, v in settings.items() if k not in ("batch_size", "steps")}
@@ -65,11 +64,13 @@ def run(args, method: str, bits: float, train_unquantized: bool, model, masks, h
         kept = evaluate_file(args.arch, q, data_source, folder / f"{stem}.nqz")
         bn_batches = data_source.train_epoch(batch_size, torch.Generator().manual_seed(1), augment="none")
         measured = batchnorm.reestimate(steps.build_model(args.arch, data_source), q,
-                                        (b for _, b in zip(range(args.bn_batches), bn_batches)))
+                                        (b for _, b in zip(range(args.bn_batches), bn_batches)),
+                                        unfolded=model.state_dict())
         again = evaluate_file(args.arch, measured, data_source, folder / f"{stem}-bn.nqz")
         row = {"method": method, "bits": bits, "trained": "centres + unquantized" if train_unquantized else "centres",
                "steps": count, "epochs": count / epoch, "finetune_seconds": seconds,
-               "accuracy": kept["accuracy"], "accuracy_bn_reestimated": again["accuracy"], "ratio": kept["ratio"]}
+               "accuracy": kept["accuracy"], "ratio": kept["ratio"],
+               "accuracy_bn_reestimated": again["accuracy"], "ratio_bn_reestimated": again["ratio"]}
         print(json.dumps(row), flush=True)
         rows.append(row)
     return rows

@@ -311,3 +311,31 @@ def test_batchnorm_statistics_measured_again_on_the_quantized_network():
     np.testing.assert_allclose(measured.passthrough["1.running_var"], features.var((0, 2, 3)).numpy(), rtol=1e-3)
     assert_same_assignment(qmodel, QuantizedModel(measured.codebooks, measured.tensors, qmodel.passthrough,
                                                   measured.order, measured.param_names))
+
+
+def test_statistics_measured_again_on_a_folded_network_give_the_same_network():
+    from netquant import batchnorm
+
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 36, 2))
+    with torch.no_grad():
+        model[1].running_mean.uniform_(-1, 1)
+        model[1].running_var.uniform_(0.5, 2)
+        model[1].weight.uniform_(0.5, 1.5)
+    unfolded = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    folded_state, _ = batchnorm.fold(model, unfolded)
+    folded_model = copy.deepcopy(model)
+    folded_model.load_state_dict(folded_state)
+    plain = quantize_by_rounding(model, ["0.weight", "4.weight"], k=4)
+    folded = quantize_by_rounding(folded_model, ["0.weight", "4.weight"], k=4)
+    x = torch.randn(256, 3, 8, 8) * 2 + 1
+    batches = [(x[i:i + 64], None) for i in range(0, 256, 64)]
+    want = batchnorm.reestimate(copy.deepcopy(model), plain, batches)
+    got = batchnorm.reestimate(copy.deepcopy(model), folded, batches, unfolded=unfolded)
+    outputs = []
+    for q in (want, got):
+        net = copy.deepcopy(model)
+        net.load_state_dict(q.state_dict())
+        with torch.no_grad():
+            outputs.append(net.eval()(x))
+    assert torch.allclose(outputs[0], outputs[1], rtol=1e-4, atol=1e-4), (outputs[0] - outputs[1]).abs().max()

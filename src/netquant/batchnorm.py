@@ -21,7 +21,7 @@ from netquant.qmodel import QuantizedModel
 STATISTICS = ("running_mean", "running_var")
 
 
-def layers(model: nn.Module) -> dict[str, float]:
+def layers_of(model: nn.Module) -> dict[str, float]:
     """The BatchNorm layers of ``model`` that can be folded (affine, with running statistics): prefix -> eps."""
     return {prefix: float(module.eps) for prefix, module in model.named_modules()
             if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.affine
@@ -35,7 +35,7 @@ def fold(model: nn.Module, state: dict[str, torch.Tensor],
     ``var + eps`` times that in ``gamma`` (``gamma = gamma' * sqrt(var + eps)``), in ``beta'`` the same as in
     ``beta``. Quantizing the folded values is then weighted as the unfolded ones were."""
     state, importance = dict(state), None if importance is None else dict(importance)
-    for prefix, eps in layers(model).items():
+    for prefix, eps in layers_of(model).items():
         gamma, beta, mean, var = (state[f"{prefix}.{key}"] for key in ("weight", "bias", *STATISTICS))
         spread = var.double() + eps
         scale = gamma.double() / spread.sqrt()
@@ -49,10 +49,17 @@ def fold(model: nn.Module, state: dict[str, torch.Tensor],
     return state, importance
 
 
-def reestimate(model: nn.Module, qmodel: QuantizedModel, batches, *, device: str = "cpu") -> QuantizedModel:
-    """``qmodel`` (unfolded) with the BatchNorm running statistics of its network measured again: the
-    average over ``batches`` ((inputs, targets) pairs) of train-mode batch statistics, no weight changed.
-    Quantization moves every layer's outputs; statistics measured on the quantized network match them."""
+def reestimate(model: nn.Module, qmodel: QuantizedModel, batches, *, unfolded: dict | None = None,
+               device: str = "cpu") -> QuantizedModel:
+    """``qmodel`` with the BatchNorm running statistics of its network measured again: the average over
+    ``batches`` ((inputs, targets) pairs) of train-mode batch statistics, no parameter changed.
+    Quantization moves every layer's outputs; statistics measured on the quantized network match them.
+
+    ``unfolded``: the state_dict the folded ``qmodel`` was made from (:func:`fold`). Its layers then
+    compute ``gamma * (x - mean') / sqrt(var' + eps) + beta`` with the original ``gamma``, ``beta`` and the
+    measured statistics, expressed around the folded parameters (which stay as quantized): the stored
+    statistics are ``mean' - mean * s`` and ``s^2 - eps`` with ``s = sqrt(var' + eps) / sqrt(var + eps)``.
+    """
     model.load_state_dict(qmodel.state_dict())
     model.to(device)
     layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
@@ -67,8 +74,15 @@ def reestimate(model: nn.Module, qmodel: QuantizedModel, batches, *, device: str
     model.eval()
     for m, momentum in zip(layers, momenta):
         m.momentum = momentum
-    state = model.state_dict()
-    passthrough = {name: (state[name].detach().cpu().numpy().astype(np.asarray(value).dtype)
+    state = {name: value.detach().cpu() for name, value in model.state_dict().items()}
+    if unfolded is not None:
+        for prefix, eps in layers_of(model).items():
+            mean, var = (unfolded[f"{prefix}.{key}"].double() for key in STATISTICS)
+            new_mean, new_var = (state[f"{prefix}.{key}"].double() for key in STATISTICS)
+            scale = (new_var + eps).sqrt() / (var + eps).sqrt()
+            state[f"{prefix}.running_mean"] = (new_mean - mean * scale).float()
+            state[f"{prefix}.running_var"] = (scale**2 - eps).float()
+    passthrough = {name: (state[name].numpy().astype(np.asarray(value).dtype)
                           if name.rsplit(".", 1)[-1] in (*STATISTICS, "num_batches_tracked") else value)
                    for name, value in qmodel.passthrough.items()}
     return QuantizedModel(qmodel.codebooks, qmodel.tensors, passthrough, qmodel.order, qmodel.param_names,
