@@ -62,7 +62,9 @@ def run(args, method: str, bits: float, train_unquantized: bool, model, masks, h
             done = count
         stem = f"{method}-{bits:g}bits-{'all' if train_unquantized else 'centres'}-{count}steps"
         kept = evaluate_file(args.arch, q, data_source, folder / f"{stem}.nqz")
-        bn_batches = data_source.train_epoch(batch_size, torch.Generator().manual_seed(1), augment="none")
+        # the statistics of training: batches drawn as the network was trained (its augmentation)
+        bn_batches = data_source.train_epoch(batch_size, torch.Generator().manual_seed(1),
+                                             augment=cfg[args.arch]["train"]["augment"])
         measured = batchnorm.reestimate(steps.build_model(args.arch, data_source), q,
                                         (b for _, b in zip(range(args.bn_batches), bn_batches)),
                                         unfolded=model.state_dict())

@@ -317,17 +317,21 @@ def test_statistics_measured_again_on_a_folded_network_give_the_same_network():
     from netquant import batchnorm
 
     torch.manual_seed(1)
-    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 36, 2))
+    # two BatchNorm layers in a row: the second one's statistics depend on how the first one runs
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.BatchNorm2d(4),
+                          nn.ReLU(), nn.Flatten(), nn.Linear(4 * 16, 2))
     with torch.no_grad():
-        model[1].running_mean.uniform_(-1, 1)
-        model[1].running_var.uniform_(0.5, 2)
-        model[1].weight.uniform_(0.5, 1.5)
+        for bn in (model[1], model[4]):
+            bn.running_mean.uniform_(-1, 1)
+            bn.running_var.uniform_(0.5, 2)
+            bn.weight.uniform_(0.5, 1.5)
+            bn.bias.uniform_(-0.5, 0.5)
     unfolded = {k: v.detach().clone() for k, v in model.state_dict().items()}
     folded_state, _ = batchnorm.fold(model, unfolded)
     folded_model = copy.deepcopy(model)
     folded_model.load_state_dict(folded_state)
-    plain = quantize_by_rounding(model, ["0.weight", "4.weight"], k=4)
-    folded = quantize_by_rounding(folded_model, ["0.weight", "4.weight"], k=4)
+    plain = quantize_by_rounding(model, ["0.weight", "3.weight", "7.weight"], k=4)
+    folded = quantize_by_rounding(folded_model, ["0.weight", "3.weight", "7.weight"], k=4)
     x = torch.randn(256, 3, 8, 8) * 2 + 1
     batches = [(x[i:i + 64], None) for i in range(0, 256, 64)]
     want = batchnorm.reestimate(copy.deepcopy(model), plain, batches)

@@ -54,6 +54,8 @@ def reestimate(model: nn.Module, qmodel: QuantizedModel, batches, *, unfolded: d
     """``qmodel`` with the BatchNorm running statistics of its network measured again: the average over
     ``batches`` ((inputs, targets) pairs) of train-mode batch statistics, no parameter changed.
     Quantization moves every layer's outputs; statistics measured on the quantized network match them.
+    Draw ``batches`` as the network was trained (its augmentation): the stored statistics are those of
+    training data as training saw it (ResNet-32 measured on unaugmented images loses 2.4 points).
 
     ``unfolded``: the state_dict the folded ``qmodel`` was made from (:func:`fold`). Its layers then
     compute ``gamma * (x - mean') / sqrt(var' + eps) + beta`` with the original ``gamma``, ``beta`` and the
@@ -62,6 +64,14 @@ def reestimate(model: nn.Module, qmodel: QuantizedModel, batches, *, unfolded: d
     """
     model.load_state_dict(qmodel.state_dict())
     model.to(device)
+    if unfolded is not None:  # the forward passes run the network as trained: gamma, beta unfolded
+        with torch.no_grad():
+            for prefix, eps in layers_of(model).items():
+                module = model.get_submodule(prefix)
+                mean, var = (unfolded[f"{prefix}.{key}"].to(module.weight) for key in STATISTICS)
+                folded_gamma = module.weight.clone()
+                module.weight.mul_((var + eps).sqrt())
+                module.bias.add_(folded_gamma * mean)
     layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
     momenta = [m.momentum for m in layers]
     for m in layers:
