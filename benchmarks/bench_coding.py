@@ -15,11 +15,11 @@ Targets: >= 10 M symbols/s each way and >= 20x faster than dahuffman.
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 
 from netquant import coding
+from timing import best_of
 
 
 def realistic_labels(n: int, k: int = 32, seed: int = 0) -> np.ndarray:
@@ -29,15 +29,6 @@ def realistic_labels(n: int, k: int = 32, seed: int = 0) -> np.ndarray:
     w = (np.log(1 / 0.11) + rng.exponential(1.0, n)) * rng.choice([-1.0, 1.0], n)
     lo, hi = w.min(), w.max()
     return np.clip(np.rint((w - lo) / (hi - lo) * (k - 1)), 0, k - 1).astype(np.int32)
-
-
-def best_of(repeat: int, fn):
-    times, out = [], None
-    for _ in range(repeat):
-        start = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - start)
-    return min(times), out
 
 
 def main() -> None:

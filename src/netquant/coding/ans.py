@@ -4,6 +4,9 @@ model per tensor where it pays (``ans-layer``); and the decoder every ANS stream
 
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 import constriction
 import numpy as np
 
@@ -16,6 +19,20 @@ def ans_decoder(data: bytes):
     if len(data) % 4:
         raise CodingError(f"ANS stream length {len(data)} is not a multiple of 4 bytes")
     return constriction.stream.stack.AnsCoder(np.frombuffer(data, dtype="<u4").astype(np.uint32))
+
+
+@contextlib.contextmanager
+def decoding(coder, what: str) -> Iterator[None]:
+    """Decode from ``coder`` in the block: constriction's plain exceptions on a bad stream become one
+    ``CodingError`` naming the stream, and so does data left in the stream after the block."""
+    try:
+        yield
+    except CodingError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - constriction raises plain exceptions on bad data
+        raise CodingError(f"{what} stream does not decode: {exc}") from exc
+    if not coder.is_empty():
+        raise CodingError(f"{what} stream has data left after its last symbol")
 
 
 def _categorical(counts: np.ndarray):
@@ -47,12 +64,8 @@ def ans_decode(data: bytes, counts: np.ndarray, n: int) -> np.ndarray:
             raise CodingError(f"single-symbol ANS stream must be empty, has {len(data)} bytes")
         return np.full(n, present[0] if present.size else 0, dtype=np.int32)
     coder = ans_decoder(data)
-    try:
+    with decoding(coder, "ANS"):
         out = np.asarray(coder.decode(_categorical(counts), n), dtype=np.int32)
-    except Exception as exc:  # noqa: BLE001 - constriction raises plain exceptions on bad data
-        raise CodingError(f"ANS stream does not decode: {exc}") from exc
-    if not coder.is_empty():
-        raise CodingError("ANS stream has data left after decoding all symbols")
     return out
 
 
@@ -89,7 +102,7 @@ def ans_layers_decode(data: bytes, sizes: list[int], shared: np.ndarray, own: li
     """Inverse of ``ans_layers_encode``: the labels of the tensors (``sizes`` each), concatenated."""
     coder = ans_decoder(data)
     out = []
-    try:
+    with decoding(coder, "ANS"):
         for n, counts in zip(sizes, own):
             counts = shared if counts is None else counts
             if counts is not shared and int(counts.sum()) != n:
@@ -101,10 +114,4 @@ def ans_layers_decode(data: bytes, sizes: list[int], shared: np.ndarray, own: li
                 out.append(np.full(n, present[0] if present.size else 0, dtype=np.int32))
                 continue
             out.append(np.asarray(coder.decode(_categorical(counts), n), dtype=np.int32))
-    except CodingError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - constriction raises plain exceptions on bad data
-        raise CodingError(f"ANS stream does not decode: {exc}") from exc
-    if not coder.is_empty():
-        raise CodingError("ANS stream has data left after decoding all labels")
     return np.concatenate(out) if out else np.zeros(0, np.int32)

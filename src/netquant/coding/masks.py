@@ -9,7 +9,7 @@ import math
 import constriction
 import numpy as np
 
-from netquant.coding.ans import _categorical, ans_decoder
+from netquant.coding.ans import _categorical, ans_decoder, decoding
 from netquant.coding.symbols import CodingError, varint_bytes
 
 CONTEXT_PRIOR = 8.0  # mask-context: weight, in rows, of the tensor's density in a column's estimate
@@ -60,18 +60,12 @@ def mask_ans_decode(data: bytes, sizes: list[int], kept: list[int]) -> list[np.n
     """Inverse of ``mask_ans_encode``: flat boolean masks."""
     coder = ans_decoder(data)
     masks = []
-    try:
+    with decoding(coder, "mask ANS"):
         for size, count in zip(sizes, kept):
             if count in (0, size):
                 masks.append(np.full(size, count == size, dtype=bool))
                 continue
             masks.append(_decode_tensor_mask(coder, size, count))
-    except CodingError:
-        raise
-    except Exception as exc:  # noqa: BLE001
-        raise CodingError(f"mask ANS stream does not decode: {exc}") from exc
-    if not coder.is_empty():
-        raise CodingError("mask ANS stream has data left after decoding all masks")
     return masks
 
 
@@ -168,7 +162,7 @@ def mask_context_decode(data: bytes, shapes: list, kept: list[int],
     family = constriction.stream.model.Bernoulli(perfect=False)
     coder = ans_decoder(data)
     masks = []
-    try:
+    with decoding(coder, "mask-context"):
         for shape, count, counts in zip(shapes, kept, row_counts):
             rows, cols = mask_rows(shape)
             size = rows * cols
@@ -194,10 +188,4 @@ def mask_context_decode(data: bytes, shapes: list, kept: list[int],
                         raise CodingError(f"row {r} of a mask decodes to {int(m[r].sum())} kept, {counts[r]} stored")
                 column_kept += m[r]
             masks.append(m.reshape(-1))
-    except CodingError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - constriction raises plain exceptions on bad data
-        raise CodingError(f"mask-context stream does not decode: {exc}") from exc
-    if not coder.is_empty():
-        raise CodingError("mask-context stream has data left after decoding all masks")
     return masks
