@@ -543,15 +543,20 @@ class PlaneCodec:
                 length[idx[one]] += 1
                 open_[idx[~one]] = False
                 step += 1
-            got = np.ones(rest.size, np.int64)
-            for bit in range(int(length.max())):
-                idx = np.flatnonzero(length > bit)
-                e = length[idx] * 64 + bit
-                bits = None if value is None else (value[idx] >> (length[idx] - 1 - bit)) & 1
-                got[idx] = got[idx] * 2 + self._code(self.suffix, "suffix", [e, e], bits)
-            mag[rest] = UNARY + got
+            mag[rest] = UNARY + self.suffix_bits(length, value)
         a4[o0:o1, i0:i1, y, x][keep] = np.where(positive, mag, -mag)
 
+
+    def suffix_bits(self, length: np.ndarray, value: np.ndarray | None) -> np.ndarray:
+        """The exp-Golomb suffixes of ``length`` bits (after the leading 1) as binary decisions in the
+        (length, bit position) contexts: the values, ``value`` when encoding."""
+        got = np.ones(length.size, np.int64)
+        for bit in range(int(length.max())):
+            idx = np.flatnonzero(length > bit)
+            e = length[idx] * 64 + bit
+            bits = None if value is None else (value[idx] >> (length[idx] - 1 - bit)) & 1
+            got[idx] = got[idx] * 2 + self._code(self.suffix, "suffix", [e, e], bits)
+        return got
 
     def merged_symbols(self, v: View, conv, pred, mall, scale, true):
         """The same model as labels_batch's binary decisions, with fewer coder calls: the sign and the unary
@@ -610,13 +615,7 @@ class PlaneCodec:
             row, col = np.nonzero(j[None, :] <= length[:, None])
             ee = j[col] * 2 + s[rest][row]
             self.prefix.update([ee, ee, scale[rest][row] * 128 + ee], (length[row] > j[col]).astype(np.int64))
-            got = np.ones(rest.size, np.int64)
-            for bit in range(int(length.max())):
-                idx = np.flatnonzero(length > bit)
-                e = length[idx] * 64 + bit
-                bits = None if value is None else (value[idx] >> (length[idx] - 1 - bit)) & 1
-                got[idx] = got[idx] * 2 + self._code(self.suffix, "suffix", [e, e], bits)
-            mag[rest] = UNARY + got
+            mag[rest] = UNARY + self.suffix_bits(length, value)
         return mag, positive
 
 
