@@ -207,6 +207,23 @@ def test_the_last_stage_retrains_longest_and_a_pruned_checkpoint_is_a_starting_p
     loaded = load_checkpoint(again["model.pt"])
     for name, mask in load_checkpoint(out["model.pt"]).masks.items():
         assert torch.equal(loaded.masks[name], mask)
+    # the same network as a .nqz file of its 32-bit values (a fifth of the size) starts a run the same way
+    from netquant import container
+    from netquant.qmodel import from_pruned
+
+    pruned = load_checkpoint(out["model.pt"])
+    container.save(tmp_path / "pruned.nqz", from_pruned(pruned.state_dict, pruned.masks, network={"arch": "lenet5"}),
+                   label_code="raw", index_code="mask-context")
+    cfg["prune"]["pretrained"] = str(tmp_path / "pruned.nqz")
+    third = steps.prune_network("lenet5", cfg, baseline=str(tmp_path / "base.pt"), source=source, seed=0,
+                                device="cpu", out_model=str(tmp_path / "e.pt"), out_metrics=str(tmp_path / "e.json"),
+                                out_epochs=str(tmp_path / "e.csv"))
+    from_file = load_checkpoint(tmp_path / "e.pt")
+    assert third["accuracy"] == first["accuracy"]
+    for name, value in pruned.state_dict.items():
+        assert torch.equal(from_file.state_dict[name], value), name
+    for name, mask in pruned.masks.items():
+        assert torch.equal(from_file.masks[name], mask), name
     cfg["prune"]["pretrained"] = str(tmp_path / "base.pt")  # no masks: not a pruned network
     with pytest.raises(ValueError, match="prune.pretrained"):
         steps.prune_network("lenet5", cfg, baseline=str(tmp_path / "base.pt"), source=source, seed=0, device="cpu",

@@ -1,6 +1,8 @@
 """Model files: ``{"arch", "state_dict", "masks", "meta"}`` saved with torch.save, written atomically.
 
-``masks`` maps parameter names to boolean tensors (True = kept); an unpruned model has no masks.
+``masks`` maps parameter names to boolean tensors (True = kept); an unpruned model has no masks. A pruned
+network stored as a ``.nqz`` file with its 32-bit values (``label_code="raw"``, made by
+``netquant.qmodel.from_pruned``: a fifth of the checkpoint's size) is read as a checkpoint too.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from typing import Any
 
 import torch
 
+from netquant import container
 from netquant.io import atomic_path
 
 
@@ -35,6 +38,9 @@ def save_checkpoint(path: str | os.PathLike, ckpt: Checkpoint) -> None:
 
 
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    with open(path, "rb") as f:
+        if f.read(len(container.MAGIC)) == container.MAGIC:
+            return _from_file(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -44,3 +50,12 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     if not isinstance(payload, dict) or payload.get("format") != "netquant-checkpoint-1":
         raise ValueError(f"{path}: not a netquant checkpoint (expected a file written by netquant.checkpoint)")
     return Checkpoint(payload["arch"], payload["state_dict"], payload["masks"], payload["meta"])
+
+
+def _from_file(path: str | os.PathLike) -> Checkpoint:
+    """A pruned network's ``.nqz`` file as a checkpoint: its decoded values, its kept positions as masks."""
+    qmodel = container.read(path)
+    if "arch" not in qmodel.network:
+        raise ValueError(f"{path}: the file does not say which network it holds; it cannot start a run")
+    masks = {name: torch.from_numpy(t.mask.reshape(t.shape).copy()) for name, t in qmodel.tensors.items()}
+    return Checkpoint(str(qmodel.network["arch"]), qmodel.state_dict(), masks, {"stage": "pruned", "file": str(path)})
