@@ -26,7 +26,7 @@ FOLDER_DATASETS = ("imagenet", "synthetic-imagenet")  # streamed from an image f
 TENSOR_DATASETS = ("mnist", "cifar10", "synthetic-mnist", "synthetic-cifar10")  # prepared into memory
 DATASETS = TENSOR_DATASETS + FOLDER_DATASETS
 
-# the codes of a .nqz file (netquant.coding, netquant.container); a code's ID in a file is its position here
+# the codes of a .nqz file (netquant.coding; the codec table netquant.container.codes stores each ID)
 LABEL_CODES = ("fixed", "huffman", "ans", "raw", "ans-layer")
 INDEX_CODES = ("deep-compression", "mask-ans", "mask-context")
 

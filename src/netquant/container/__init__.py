@@ -1,8 +1,13 @@
 """The compressed model file (``.nqz``).
 
-- ``format``: the file layout, its writer and reader (:func:`save`, :func:`write`, :func:`read`,
-  :func:`load`, :func:`encode`, :func:`decode`, :func:`parse`), and :class:`Encoding`, the streams of a
-  model under every code computed once;
+- ``format``: the file layout (its docstring is the specification), :class:`Encoding` (the streams of a
+  model under every code, computed once; the bytes of a file), :func:`encode`, :func:`parse`,
+  :func:`decode`;
+- ``codes``: the codec table, one object per label code and per index code (its stored ID, its table,
+  how it encodes and decodes);
+- ``binary``: :class:`ContainerError`, varints, CRCs and the bounded section reader;
+- ``files``: :func:`write` (only what decodes bit-exactly is written), :func:`save`, :func:`read`,
+  :func:`load`;
 - ``accounting``: what a file's bits are spent on (:func:`metrics`), the paper's eq. (1)
   (:func:`eq1_ratio`).
 
@@ -11,6 +16,8 @@ A pruned, unquantized model becomes a file through :func:`netquant.qmodel.from_p
 """
 
 from netquant.container.accounting import eq1_ratio, file_metrics, metrics
+from netquant.container.binary import ContainerError
+from netquant.container.files import load, read, save, write
 from netquant.container.format import (
     DEFAULT_INDEX_BOUND,
     INDEX_CODES,
@@ -19,15 +26,10 @@ from netquant.container.format import (
     READABLE_VERSIONS,
     SECTIONS,
     VERSION,
-    ContainerError,
     Encoding,
     decode,
     encode,
-    load,
     parse,
-    read,
-    save,
-    write,
 )
 
 __all__ = [

@@ -5,22 +5,17 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from netquant import coding
-from netquant.container.format import (
-    INDEX_CODES,
-    ContainerError,
-    Encoding,
-    Parsed,
-    _decode,
-    _read_bytes,
-    _width,
-    parse,
-)
-from netquant.qmodel import QuantizedModel
+from netquant.container.binary import ContainerError
+from netquant.container.codes import fixed_width
+from netquant.container.format import Decoded, Encoding, Parsed, decode_parsed, parse
+from netquant.vocabulary import INDEX_CODES
+
 
 def metrics(source: str | os.PathLike | bytes) -> dict[str, Any]:
     """Size accounting of a .nqz file (path or bytes); JSON-serialisable.
@@ -44,18 +39,19 @@ def metrics(source: str | os.PathLike | bytes) -> dict[str, Any]:
     """
     if isinstance(source, (bytes, bytearray, memoryview)):
         parsed = parse(bytes(source))
-        return file_metrics(parsed, _decode(parsed))
+        return file_metrics(parsed, decode_parsed(parsed))
     try:
-        parsed = parse(_read_bytes(source))
-        return file_metrics(parsed, _decode(parsed))
+        parsed = parse(Path(source).read_bytes())
+        return file_metrics(parsed, decode_parsed(parsed))
     except ContainerError as exc:
         raise ContainerError(f"{source}: {exc}") from None
 
 
-def file_metrics(p: Parsed, q: QuantizedModel, encoding: Encoding | None = None) -> dict[str, Any]:
-    """:func:`metrics` of a parsed file and the model it decodes to. The sizes under the codes the file
-    does not use come from ``encoding`` (the model's streams under every code, each computed once; made
-    here when not given)."""
+def file_metrics(p: Parsed, decoded: Decoded, encoding: Encoding | None = None) -> dict[str, Any]:
+    """:func:`metrics` of a parsed file and what it decodes to. The sizes under the codes the file does
+    not use come from ``encoding`` (the model's streams under every code, each computed once; made here
+    when not given)."""
+    q = decoded.model
     encoding = Encoding(q, p.index_bound) if encoding is None else encoding
     streams = encoding.symbols
     n_kept = sum(s.size for s in streams)
@@ -66,8 +62,8 @@ def file_metrics(p: Parsed, q: QuantizedModel, encoding: Encoding | None = None)
         return bits / n_kept if n_kept else 0.0
 
     label_bits = sum(p.label_bits)
+    table_bits = sum(decoded.label_table_bits)
     if p.label_code == "raw":
-        table_bits = 0
         shared_bits = 0
         bits_per_weight = {"in_file": per(label_bits)}
         entropy = None
@@ -75,15 +71,9 @@ def file_metrics(p: Parsed, q: QuantizedModel, encoding: Encoding | None = None)
         ks = [len(b) for b in q.codebooks]
         counts = [coding.symbol_counts(s, k) for s, k in zip(streams, ks)]
         huffman = [coding.huffman_lengths(c) for c in counts]
-        if p.label_code == "fixed":
-            table_bits = sum(k * _width(k) for k in ks)
-        elif p.label_code == "huffman":
-            table_bits = sum(int(lengths[lengths > 0].sum()) for lengths in p.label_tables)
-        else:
-            table_bits = 8 * len(p.sections["LTAB"])
         shared_bits = 32 * sum(ks)
         bits_per_weight = {
-            "fixed": per(sum(s.size * _width(k) for s, k in zip(streams, ks))),
+            "fixed": per(sum(s.size * fixed_width(k) for s, k in zip(streams, ks))),
             "huffman": per(sum(int(np.dot(c, np.maximum(h, 0))) for c, h in zip(counts, huffman))),
             "ans": per(sum(8 * len(data) for _, data, _, _ in encoding.labels("ans"))),
             "ans_layer": per(sum(8 * len(data) for _, data, _, _ in encoding.labels("ans-layer"))),

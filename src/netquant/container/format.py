@@ -1,7 +1,7 @@
-"""The file format of compressed models (``.nqz``): encode, write, parse, read, verify, decode.
-
-(Longer than the project's other files, on purpose: the byte layout below, the writer and the reader
-must change together, and one file keeps them side by side.)
+"""The file format of compressed models (``.nqz``): its byte layout (below), the writer of its bytes
+(:class:`Encoding`), and the reader (:func:`parse`, then :func:`decode_parsed` in four parts). The codes
+themselves are in ``netquant.container.codes``, one object per code. (Longer than most files, on purpose:
+the layout, its writer and its reader change together, and this file keeps them side by side.)
 
 A file holds a ``QuantizedModel`` (see ``netquant.qmodel``): the codebooks, the labels of the unpruned
 elements of every quantized tensor, the positions of those elements, and the passthrough tensors.
@@ -70,27 +70,30 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import struct
 import zlib
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import numpy as np
-import torch
 
 from netquant import coding
-from netquant.io import write_bytes
+from netquant.container.binary import ContainerError, SectionReader, crc, varints
+from netquant.container.codes import (
+    INDEX_CODE_TABLE,
+    LABEL_CODE_TABLE,
+    LabelStream,
+    SparseTensor,
+    index_code_with_id,
+    label_code_with_id,
+)
 from netquant.qmodel import PRUNED, QuantizedModel, QuantizedTensor
+from netquant.vocabulary import INDEX_CODES, LABEL_CODES
 
 MAGIC = b"\x89NQZ\r\n\x1a\n"
 VERSION = 3  # 3 adds constant entries, 2 the network description; versions 1 and 2 are still read
 READABLE_VERSIONS = (1, 2, 3)
 SECTIONS = ("META", "BOOK", "LTAB", "LBIT", "ITAB", "IBIT", "PASS")
-LABEL_CODES = coding.LABEL_CODES
-INDEX_CODES = coding.INDEX_CODES
 DEFAULT_INDEX_BOUND = 32  # 2^5, Deep Compression's bound for fc layers; see save()
 META_LIMIT = 4 << 20  # bytes of META once inflated: about 50,000 tensors' entries; a zlib bomb stops here
 MAX_DIMS = 32
@@ -100,112 +103,12 @@ _HEADER = struct.Struct("<8sHHI")
 _FRAME = struct.Struct("<4sI")
 
 
-class ContainerError(ValueError):
-    """The file is not a valid .nqz file: the message says what is wrong and where, on one line of ASCII
-    (whatever bytes of the file it quotes are escaped)."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(" ".join(message.encode("ascii", "backslashreplace").decode("ascii").split()))
-
-
-# --------------------------------------------------------------------------------------------------
-# small serialisation helpers
-
-
-def _varints(values) -> bytes:
-    out = bytearray()
-    for value in values:
-        value = int(value)
-        if value < 0:
-            raise ValueError(f"varint must be >= 0, got {value}")
-        while True:
-            byte = value & 0x7F
-            value >>= 7
-            out.append(byte | (0x80 if value else 0))
-            if not value:
-                break
-    return bytes(out)
-
-
-class _Reader:
-    """Sequential reader over a section payload; every overrun is a ContainerError naming the section."""
-
-    def __init__(self, data: bytes, section: str) -> None:
-        self.data, self.pos, self.section = data, 0, section
-
-    def _need(self, n: int) -> None:
-        if self.pos + n > len(self.data):
-            raise ContainerError(f"section {self.section}: content ends at byte {len(self.data)}, "
-                                 f"{n} more bytes needed at byte {self.pos}")
-
-    def varint(self) -> int:
-        value, shift = 0, 0
-        while True:
-            self._need(1)
-            byte = self.data[self.pos]
-            self.pos += 1
-            value |= (byte & 0x7F) << shift
-            if not byte & 0x80:
-                return value
-            shift += 7
-            if shift > 63:
-                raise ContainerError(f"section {self.section}: malformed varint at byte {self.pos}")
-
-    def count(self, what: str, min_bytes: int = 1) -> int:
-        """A varint count of items that take at least ``min_bytes`` each in what is left of the section."""
-        n = self.varint()
-        if n * min_bytes > len(self.data) - self.pos:
-            raise ContainerError(f"section {self.section}: {n:,} {what} announced at byte {self.pos}, but "
-                                 f"only {len(self.data) - self.pos:,} bytes follow")
-        return n
-
-    def varints(self, n: int, what: str) -> np.ndarray:
-        """``n`` consecutive varints (each < 2^63) as int64, decoded at once."""
-        if n > len(self.data) - self.pos:
-            raise ContainerError(f"section {self.section}: {n:,} {what} announced at byte {self.pos}, but "
-                                 f"only {len(self.data) - self.pos:,} bytes follow")
-        raw = np.frombuffer(self.data, np.uint8, count=min(len(self.data) - self.pos, 9 * n), offset=self.pos)
-        ends = np.flatnonzero(raw < 0x80)[:n]
-        if ends.size < n:
-            raise ContainerError(f"section {self.section}: content ends inside the {what} at byte {self.pos}")
-        starts = np.concatenate([[0], ends[:-1] + 1]) if n else ends
-        if n and (ends - starts).max() > 8:
-            raise ContainerError(f"section {self.section}: malformed varint among the {what} at byte {self.pos}")
-        values = np.zeros(n, np.int64)
-        for j in range(int((ends - starts).max()) + 1 if n else 0):
-            at = starts + j
-            use = at <= ends
-            values[use] |= (raw[at[use]].astype(np.int64) & 0x7F) << (7 * j)
-        self.pos += int(ends[-1]) + 1 if n else 0
-        return values
-
-    def take(self, n: int) -> bytes:
-        self._need(n)
-        out = self.data[self.pos : self.pos + n]
-        self.pos += n
-        return out
-
-    def u8(self) -> int:
-        return self.take(1)[0]
-
-    def u32(self) -> int:
-        return struct.unpack("<I", self.take(4))[0]
-
-    def done(self) -> None:
-        if self.pos != len(self.data):
-            raise ContainerError(f"section {self.section}: {len(self.data) - self.pos} unexpected bytes at the end")
-
-
 def element_limit(file_bytes: int) -> int:
     """The most elements (parameters and buffers) a file of ``file_bytes`` bytes may decode to: 2^20, plus
     1,024 per byte of the file, a compression ratio of 4,096x against float32 (the best file of the paper's
     networks is below 100x). Every claimed size is checked against it before anything is allocated, so a
     small file can never make the reader allocate gigabytes; ``read(..., max_elements=)`` raises it."""
     return ELEMENT_ALLOWANCE + ELEMENTS_PER_BYTE * file_bytes
-
-
-def _crc(data: bytes) -> int:
-    return zlib.crc32(data) & 0xFFFFFFFF
 
 
 # --------------------------------------------------------------------------------------------------
@@ -247,16 +150,10 @@ class Parsed:
     index_crc: int
     file_bytes: int = 0
     network: dict = field(default_factory=dict)
-    label_tables: list[np.ndarray] = field(default_factory=list)  # per stream, filled while decoding
 
 
 def _stream_bytes(nbits: int) -> int:
     return (nbits + 7) // 8
-
-
-def _width(k: int) -> int:
-    """Fixed-length code width of a codebook of k entries (0 for an empty codebook)."""
-    return coding.fixed_width(k) if k else 0
 
 
 # --------------------------------------------------------------------------------------------------
@@ -285,58 +182,6 @@ def _stream_parts(qmodel: QuantizedModel) -> list[list[np.ndarray]]:
 def _sparse(qmodel: QuantizedModel) -> list[str]:
     """Quantized tensors with at least one pruned element, in state_dict order."""
     return [n for n in qmodel.order if n in qmodel.tensors and not qmodel.tensors[n].mask.all()]
-
-
-def _index_stream(masks: list[np.ndarray], shapes: list, index_code: str, index_bound: int):
-    """(table bytes, stream bytes, n symbols, n bits) of the positions of the given flat masks."""
-    if index_code == "deep-compression":
-        symbols = (np.concatenate([coding.dc_gap_symbols(m, index_bound) for m in masks])
-                   if masks else np.zeros(0, np.int32))
-        lengths = coding.huffman_lengths(coding.symbol_counts(symbols, index_bound + 1))
-        used = int(np.flatnonzero(lengths >= 0).max()) + 1 if symbols.size else 0
-        table = _varints([used]) + (lengths[:used] + 1).astype(np.uint8).tobytes() if used else b""
-        stream, nbits = coding.huffman_encode(symbols, lengths)
-        return table, stream, int(symbols.size), nbits
-    if index_code == "mask-context":
-        use = coding.mask_context_choice(masks, shapes)
-        table = b"".join((b"\x01" + _varints(row) if context else b"\x00")
-                         for m, row, context in zip(masks, coding.mask_context_row_counts(masks, shapes), use)
-                         if 0 < m.sum() < m.size)
-        stream = coding.mask_context_encode(masks, shapes, use)
-        return table, stream, 0, 8 * len(stream)
-    stream = coding.mask_ans_encode(masks)
-    return b"", stream, 0, 8 * len(stream)
-
-
-def _label_stream(code: str, parts: list[np.ndarray], k: int, values: np.ndarray):
-    """(table bytes, stream bytes, n bits) of one label stream, the labels ``parts`` of its tensors in
-    order; ``values`` is its codebook."""
-    symbols = np.concatenate(parts) if parts else np.zeros(0, np.int32)
-    if code == "ans-layer":
-        shared, own = coding.layer_label_models(parts, k)
-        table = _varints(shared) + b"".join(b"\x00" if c is None else b"\x01" + _varints(c) for c in own)
-        data = coding.ans_layers_encode(parts, shared, own)
-        return table, data, 8 * len(data)
-    if code == "raw":
-        data = values[symbols].astype("<f4").tobytes()
-        return b"", data, 8 * len(data)
-    if code == "fixed":
-        data, nbits = coding.fixed_encode(symbols, _width(k))
-        return b"", data, nbits
-    counts = coding.symbol_counts(symbols, k)
-    if code == "huffman":
-        lengths = coding.huffman_lengths(counts)  # <= 64 bits (coding's limit), fits the 1-byte table
-        data, nbits = coding.huffman_encode(symbols, lengths)
-        return (lengths + 1).astype(np.uint8).tobytes(), data, nbits
-    data = coding.ans_encode(symbols, counts)
-    return _varints(counts), data, 8 * len(data)
-
-
-def _decoded_label_bytes(code: str, symbols: np.ndarray, values: np.ndarray) -> bytes:
-    """What the label CRC covers: the int32 labels, or the float32 values with the raw code."""
-    if code == "raw":
-        return values[symbols].astype("<f4").tobytes()
-    return symbols.astype("<i4").tobytes()
 
 
 def _little_endian(arr) -> np.ndarray:
@@ -394,15 +239,16 @@ class Encoding:
         if code not in self._labels:
             streams = []
             for parts, symbols, book in zip(self.parts, self.symbols, self.qmodel.codebooks):
-                table, data, nbits = _label_stream(code, parts, len(book), book)
-                streams.append((table, data, nbits, _crc(_decoded_label_bytes(code, symbols, book))))
+                label_code = LABEL_CODE_TABLE[code]
+                table, data, nbits = label_code.encode(parts, book)
+                streams.append((table, data, nbits, crc(label_code.checked_bytes(symbols, book))))
             self._labels[code] = streams
         return self._labels[code]
 
     def index(self, code: str) -> tuple[bytes, bytes, int, int]:
         """The positions of the kept weights: (table bytes, stream bytes, symbols, bits)."""
         if code not in self._index:
-            self._index[code] = _index_stream(self.masks, self.shapes, code, self.index_bound)
+            self._index[code] = INDEX_CODE_TABLE[code].encode(self.masks, self.shapes, self.index_bound)
         return self._index[code]
 
     def file(self, label_code: str = "huffman", index_code: str = "deep-compression") -> bytes:
@@ -411,40 +257,42 @@ class Encoding:
         qmodel = self.qmodel
         labels = self.labels(label_code)
         index_table, index_data, index_symbols, index_bits = self.index(index_code)
-        meta = bytearray(_varints([LABEL_CODES.index(label_code), INDEX_CODES.index(index_code), self.index_bound]))
-        sizes = [0 if label_code == "raw" else len(b) for b in qmodel.codebooks]
-        meta += _varints([len(sizes), *sizes, len(qmodel.order)])
+        stores_codebook = LABEL_CODE_TABLE[label_code].stores_codebook
+        meta = bytearray(varints([LABEL_CODE_TABLE[label_code].id, INDEX_CODE_TABLE[index_code].id,
+                                  self.index_bound]))
+        sizes = [len(b) if stores_codebook else 0 for b in qmodel.codebooks]
+        meta += varints([len(sizes), *sizes, len(qmodel.order)])
         params = set(qmodel.param_names)
         for name in qmodel.order:
             encoded = name.encode("utf-8")
-            meta += _varints([len(encoded)]) + encoded
+            meta += varints([len(encoded)]) + encoded
             if name in qmodel.tensors:
                 t = qmodel.tensors[name]
                 meta.append(1 | (2 if name in params else 0))
-                meta += _varints([len(t.shape), *t.shape, t.codebook, int(t.mask.sum())])
+                meta += varints([len(t.shape), *t.shape, t.codebook, int(t.mask.sum())])
             else:
                 arr = _little_endian(qmodel.passthrough[name])
                 dtype = arr.dtype.str.encode("ascii")
                 meta.append((2 if name in params else 0) | (4 if _constant(arr) else 0))
-                meta += _varints([arr.ndim, *arr.shape, len(dtype)]) + dtype
-        for _, _, nbits, crc in labels:
-            meta += _varints([nbits]) + struct.pack("<I", crc)
-        meta += _varints([index_symbols, index_bits]) + struct.pack("<I", _crc(_mask_bytes(self.masks)))
+                meta += varints([arr.ndim, *arr.shape, len(dtype)]) + dtype
+        for _, _, nbits, stream_crc in labels:
+            meta += varints([nbits]) + struct.pack("<I", stream_crc)
+        meta += varints([index_symbols, index_bits]) + struct.pack("<I", crc(_mask_bytes(self.masks)))
         network = json.dumps(qmodel.network, sort_keys=True, separators=(",", ":")).encode("utf-8")
-        meta += _varints([len(network)]) + network
+        meta += varints([len(network)]) + network
 
-        books = b"" if label_code == "raw" else b"".join(b.astype("<f4").tobytes() for b in qmodel.codebooks)
+        books = b"".join(b.astype("<f4").tobytes() for b in qmodel.codebooks) if stores_codebook else b""
         passthrough = b"".join(_passthrough_bytes(_little_endian(qmodel.passthrough[n]))
                                for n in qmodel.order if n in qmodel.passthrough)
         payloads = [zlib.compress(bytes(meta), 9), books, b"".join(s[0] for s in labels),
                     b"".join(s[1] for s in labels), index_table, index_data, passthrough]
         head = _HEADER.pack(MAGIC, VERSION, len(SECTIONS), 0)[:12]
-        out = bytearray(head + struct.pack("<I", _crc(head)))
+        out = bytearray(head + struct.pack("<I", crc(head)))
         for tag, payload in zip(SECTIONS, payloads):
             if len(payload) >= 1 << 32:
                 raise ValueError(f"section {tag} has {len(payload)} bytes; the format allows < 4 GiB per section")
             framed = _FRAME.pack(tag.encode("ascii"), len(payload)) + payload
-            out += framed + struct.pack("<I", _crc(framed))
+            out += framed + struct.pack("<I", crc(framed))
         return bytes(out)
 
 
@@ -471,7 +319,7 @@ def parse(data: bytes, max_elements: int | None = None) -> Parsed:
         raise ContainerError(f"unsupported format version {version} (this netquant reads versions "
                              f"{', '.join(map(str, READABLE_VERSIONS))}; "
                              "a different version of netquant wrote the file, or its header is corrupted)")
-    if header_crc != _crc(data[:12]):
+    if header_crc != crc(data[:12]):
         raise ContainerError("CRC mismatch in the header (bytes 0..15): the file is corrupted")
     if n_sections != len(SECTIONS):
         raise ContainerError(f"header announces {n_sections} sections, version {version} has {len(SECTIONS)}")
@@ -487,7 +335,7 @@ def parse(data: bytes, max_elements: int | None = None) -> Parsed:
         if end > n:
             raise ContainerError(f"truncated at byte {n}: section {tag} (byte {pos}) announces {length} bytes "
                                  f"and ends at byte {end}")
-        if struct.unpack_from("<I", data, end - 4)[0] != _crc(data[pos : end - 4]):
+        if struct.unpack_from("<I", data, end - 4)[0] != crc(data[pos : end - 4]):
             raise ContainerError(f"CRC mismatch in section {tag} (bytes {pos}..{end - 1}): the file is corrupted")
         sections[tag] = data[pos + _FRAME.size : end - 4]
         section_bytes[tag] = end - pos
@@ -512,10 +360,11 @@ def _inflate_meta(payload: bytes) -> bytes:
 
 
 def _parse_meta(meta: bytes, version: int, sections, section_bytes, n: int, max_elements: int | None) -> Parsed:
-    r = _Reader(meta, "META")
-    label_id, index_id, bound = r.varint(), r.varint(), r.varint()
-    if label_id >= len(LABEL_CODES) or index_id >= len(INDEX_CODES) or bound < 1:
-        raise ContainerError(f"section META: unknown label code {label_id} / index code {index_id} / bound {bound}")
+    r = SectionReader(meta, "META")
+    label_code, index_code = label_code_with_id(r.varint()), index_code_with_id(r.varint())
+    bound = r.varint()
+    if bound < 1:
+        raise ContainerError(f"section META: index bound {bound} (at least 1)")
     # each codebook also has a label stream record (>= 5 bytes) further on
     sizes = [int(v) for v in r.varints(r.count("codebooks", 6), "codebook sizes")]
     entries, names = [], set()
@@ -579,136 +428,92 @@ def _parse_meta(meta: bytes, version: int, sections, section_bytes, n: int, max_
         if not isinstance(network, dict):
             raise ContainerError("section META: the network description is not a JSON object")
     r.done()
-    return Parsed(version, sections, section_bytes, LABEL_CODES[label_id], INDEX_CODES[index_id], bound, sizes,
+    return Parsed(version, sections, section_bytes, label_code.name, index_code.name, bound, sizes,
                   entries, label_bits, label_crc, index_symbols, index_bits, index_crc, n, network=network)
 
 
 def decode(data: bytes, max_elements: int | None = None) -> QuantizedModel:
     """The QuantizedModel held by the .nqz bytes ``data``. Raises ``ContainerError`` on any defect; a file
     may claim at most ``max_elements`` elements (default :func:`element_limit` of its size)."""
-    return _decode(parse(data, max_elements))
+    return decode_parsed(parse(data, max_elements)).model
 
 
-def _decode(p: Parsed) -> QuantizedModel:
-    quantized = [e for e in p.entries if e.quantized]
-    sparse = [e for e in quantized if e.n_kept < e.size]
+@dataclass
+class Decoded:
+    """A file's model and, per label stream, the bits of its table (for the accounting)."""
 
-    # positions
-    table = _Reader(p.sections["ITAB"], "ITAB")
-    index_data = p.sections["IBIT"]
+    model: QuantizedModel
+    label_table_bits: list[int]
+
+
+def decode_parsed(p: Parsed) -> Decoded:
+    """Decode a parsed file in four parts: the positions, the codebooks, the label streams, the tensors."""
+    masks = _decode_positions(p)
+    codebooks = _decode_codebooks(p)
+    streams = _decode_labels(p, codebooks)
+    model = _assemble(p, [s.codebook if s.codebook is not None else book for s, book in zip(streams, codebooks)],
+                      [s.labels for s in streams], masks)
+    return Decoded(model, [s.table_bits for s in streams])
+
+
+def _decode_positions(p: Parsed) -> dict[str, np.ndarray]:
+    """The flat mask (True = kept) of every quantized tensor with pruned elements, by name."""
+    sparse = [SparseTensor(e.name, e.shape, e.size, e.n_kept) for e in p.entries if e.quantized and e.n_kept < e.size]
     try:
-        if p.index_code == "deep-compression":
-            used = table.varint() if p.sections["ITAB"] else 0
-            if used > p.index_bound + 1:
-                raise ContainerError(f"section ITAB: {used} index symbols exceed bound {p.index_bound} + 1")
-            lengths = np.frombuffer(table.take(used), np.uint8).astype(np.int64) - 1
-            table.done()
-            symbols = coding.huffman_decode(index_data, p.index_bits, lengths, p.index_symbols)
-            masks = coding.dc_masks(symbols, p.index_bound, [e.size for e in sparse], [e.n_kept for e in sparse])
-        else:
-            if len(index_data) * 8 != p.index_bits:
-                raise ContainerError(f"section IBIT has {len(index_data)} bytes, META announces {p.index_bits} bits")
-            if p.index_code == "mask-context":
-                row_counts = []
-                for e in sparse:
-                    flag = table.take(1)[0] if 0 < e.n_kept < e.size else 0
-                    if flag > 1:
-                        raise ContainerError(f"section ITAB: mask model flag {flag} (0 per tensor, 1 context)")
-                    rows = coding.mask_rows(e.shape)[0]
-                    row_counts.append(table.varints(rows, f"row counts of {e.name!r}") if flag else None)
-                table.done()
-                masks = coding.mask_context_decode(index_data, [e.shape for e in sparse],
-                                                   [e.n_kept for e in sparse], row_counts)
-            else:
-                table.done()
-                masks = coding.mask_ans_decode(index_data, [e.size for e in sparse], [e.n_kept for e in sparse])
+        masks = INDEX_CODE_TABLE[p.index_code].decode(SectionReader(p.sections["ITAB"], "ITAB"), p.sections["IBIT"],
+                                                      p.index_bits, p.index_symbols, p.index_bound, sparse)
     except coding.CodingError as exc:
         raise ContainerError(f"section IBIT (positions of unpruned weights): {exc}") from exc
-    if _crc(_mask_bytes(masks)) != p.index_crc:
+    if crc(_mask_bytes(masks)) != p.index_crc:
         raise ContainerError("positions of unpruned weights decode to data whose CRC32 does not match; "
                              "the file was written by an incompatible coder version or is corrupted")
-    mask_of = {e.name: m for e, m in zip(sparse, masks)}
+    return {t.name: m for t, m in zip(sparse, masks)}
 
-    # codebooks
-    books_data = p.sections["BOOK"]
-    if len(books_data) != 4 * sum(p.codebook_sizes):
-        raise ContainerError(f"section BOOK has {len(books_data)} bytes, META announces "
+
+def _decode_codebooks(p: Parsed) -> list[np.ndarray]:
+    data = p.sections["BOOK"]
+    if len(data) != 4 * sum(p.codebook_sizes):
+        raise ContainerError(f"section BOOK has {len(data)} bytes, META announces "
                              f"{sum(p.codebook_sizes)} float32 values")
-    books = np.frombuffer(books_data, "<f4").astype(np.float32)
-    bounds = np.cumsum([0, *p.codebook_sizes])
-    codebooks = [books[bounds[i] : bounds[i + 1]].copy() for i in range(len(p.codebook_sizes))]
-    if not np.isfinite(books).all():
+    values = np.frombuffer(data, "<f4").astype(np.float32)
+    if not np.isfinite(values).all():
         raise ContainerError("section BOOK: a shared value is NaN or infinite; a file holds finite numbers only")
+    bounds = np.cumsum([0, *p.codebook_sizes])
+    return [values[bounds[i] : bounds[i + 1]].copy() for i in range(len(p.codebook_sizes))]
 
-    # labels
-    n_stream = [0] * len(codebooks)
-    for e in quantized:
-        n_stream[e.codebook] += e.n_kept
-    tables = _Reader(p.sections["LTAB"], "LTAB")
-    bits = p.sections["LBIT"]
+
+def _decode_labels(p: Parsed, codebooks: list[np.ndarray]) -> list[LabelStream]:
+    """Every label stream, its CRC checked."""
+    code = LABEL_CODE_TABLE[p.label_code]
+    tables = SectionReader(p.sections["LTAB"], "LTAB")
+    data = p.sections["LBIT"]
     expected = sum(_stream_bytes(b) for b in p.label_bits)
-    if len(bits) != expected:
-        raise ContainerError(f"section LBIT has {len(bits)} bytes, META announces {expected}")
+    if len(data) != expected:
+        raise ContainerError(f"section LBIT has {len(data)} bytes, META announces {expected}")
     streams, offset = [], 0
-    for s, (n, nbits, crc) in enumerate(zip(n_stream, p.label_bits, p.label_crc)):
+    for s, (nbits, stream_crc) in enumerate(zip(p.label_bits, p.label_crc)):
         k = len(codebooks[s])
-        data = bits[offset : offset + _stream_bytes(nbits)]
-        offset += len(data)
+        part = data[offset : offset + _stream_bytes(nbits)]
+        offset += len(part)
+        sizes = [e.n_kept for e in p.entries if e.quantized and e.codebook == s]
         try:
-            if p.label_code == "raw":
-                if nbits != 32 * n:
-                    raise coding.CodingError(f"raw stream has {nbits} bits, {n} values need {32 * n}")
-                values = np.frombuffer(data, "<f4").astype(np.float32)
-                if not np.isfinite(values).all():
-                    raise coding.CodingError("a stored value is NaN or infinite; a file holds finite numbers only")
-                streams.append(values)
-                decoded = values.tobytes()
-            else:
-                if p.label_code == "fixed":
-                    if n and not k:
-                        raise coding.CodingError(f"{n} labels announced for an empty codebook")
-                    labels = coding.fixed_decode(data, _width(k), n)
-                elif p.label_code == "huffman":
-                    lengths = np.frombuffer(tables.take(k), np.uint8).astype(np.int64) - 1
-                    p.label_tables.append(lengths)
-                    if n > nbits and np.count_nonzero(lengths >= 0) > 1:
-                        raise coding.CodingError(f"{n:,} labels announced in {nbits:,} bits")
-                    labels = coding.huffman_decode(data, nbits, lengths, n)
-                elif p.label_code == "ans":
-                    counts = tables.varints(k, f"symbol counts of stream {s}")
-                    p.label_tables.append(counts)
-                    labels = coding.ans_decode(data, counts, n)
-                else:
-                    shared = tables.varints(k, f"symbol counts of stream {s}")
-                    sizes = [e.n_kept for e in quantized if e.codebook == s]
-                    own = []
-                    for _ in sizes:
-                        flag = tables.take(1)[0]
-                        if flag > 1:
-                            raise coding.CodingError(f"tensor model flag {flag} (0 shared, 1 own counts)")
-                        own.append(tables.varints(k, f"symbol counts of a tensor of stream {s}") if flag else None)
-                    if int(shared.sum()) != n:
-                        raise coding.CodingError(f"stream counts sum to {int(shared.sum())}, {n} labels announced")
-                    p.label_tables.append(shared)
-                    labels = coding.ans_layers_decode(data, sizes, shared, own)
-                if labels.size and labels.max() >= k:
-                    raise coding.CodingError(f"a label exceeds the codebook size {k}")
-                streams.append(labels)
-                decoded = labels.astype("<i4").tobytes()
+            stream = code.decode(tables, part, nbits, k, sizes)
+            if code.stores_codebook and stream.labels.size and stream.labels.max() >= k:
+                raise coding.CodingError(f"a label exceeds the codebook size {k}")
         except coding.CodingError as exc:
             raise ContainerError(f"section LBIT (label stream {s}): {exc}") from exc
-        if _crc(decoded) != crc:
+        book = codebooks[s] if stream.codebook is None else stream.codebook
+        if crc(code.checked_bytes(stream.labels, book)) != stream_crc:
             raise ContainerError(f"label stream {s} decodes to data whose CRC32 does not match; the file was "
                                  "written by an incompatible coder version or is corrupted")
+        streams.append(stream)
     tables.done()
+    return streams
 
-    if p.label_code == "raw":  # codebook of each stream: its distinct values (by bit pattern)
-        for s, values in enumerate(streams):
-            distinct, labels = np.unique(values.view(np.uint32), return_inverse=True)
-            codebooks[s] = distinct.view(np.float32)
-            streams[s] = labels.reshape(-1).astype(np.int32)
 
-    # tensors
+def _assemble(p: Parsed, codebooks: list[np.ndarray], streams: list[np.ndarray],
+              mask_of: dict[str, np.ndarray]) -> QuantizedModel:
+    """The tensors: the labels of each stream laid into its tensors' kept positions; the passthrough."""
     tensors, passthrough, taken = {}, {}, [0] * len(codebooks)
     pass_data, pass_offset = p.sections["PASS"], 0
     for e in p.entries:
@@ -741,80 +546,3 @@ def _decode(p: Parsed) -> QuantizedModel:
                               [e.name for e in p.entries if e.is_param], network=dict(p.network))
     except ValueError as exc:
         raise ContainerError(f"inconsistent content: {exc}") from exc
-
-
-def _read_bytes(path: str | os.PathLike) -> bytes:
-    return Path(path).read_bytes()
-
-
-def read(path: str | os.PathLike, max_elements: int | None = None) -> QuantizedModel:
-    """The QuantizedModel stored in the .nqz file ``path``. Raises ``ContainerError`` on any defect (see
-    :func:`decode`)."""
-    try:
-        return decode(_read_bytes(path), max_elements)
-    except ContainerError as exc:
-        raise ContainerError(f"{path}: {exc}") from None
-
-
-def load(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """The decoded network of the .nqz file ``path`` as a PyTorch state_dict (original key order)."""
-    return read(path).state_dict()
-
-
-# --------------------------------------------------------------------------------------------------
-# saving and accounting
-
-
-def write(path: str | os.PathLike, qmodel: QuantizedModel, *, label_code: str = "huffman",
-          index_code: str = "deep-compression", index_bound: int = DEFAULT_INDEX_BOUND,
-          encoding: Encoding | None = None) -> tuple[QuantizedModel, Any]:
-    """Write ``qmodel`` to the .nqz file ``path`` (atomically); return what the file decodes to and its
-    metrics (``netquant.container.metrics``).
-
-    The bytes are decoded before they are written; a file that does not decode bit-exactly to ``qmodel`` is
-    never written (``RuntimeError``). ``encoding``: the model's :class:`Encoding`, to share its streams
-    between several files of the same model.
-
-    ``index_bound`` (deep-compression only): the largest gap coded without a filler. The default 32 = 2^5
-    is Deep Compression's bound for fc layers (5-bit indices; 8 bits for conv layers), used for all
-    tensors. Measured on i.i.d. masks of 430k elements (stream + table bits per kept weight), 32 stays
-    within 8% of the mask entropy from 1% to 50% density (0.8% at LeNet's 8.5%); a bound of 8 costs 2x
-    at 1% density (every filler takes at least a 1-bit codeword), 256 is 1.7% better at 1% but no better
-    from 3% up (its longer code table costs more than the fillers it saves).
-    """
-    from netquant.container.accounting import file_metrics
-
-    if encoding is None:
-        encoding = Encoding(qmodel, index_bound)
-    elif encoding.qmodel is not qmodel or encoding.index_bound != index_bound:
-        raise ValueError("the encoding is of another model or index bound")
-    data = encoding.file(label_code, index_code)
-    parsed = parse(data, max_elements=qmodel.n_elements)
-    decoded = _decode(parsed)
-    _check_equal(qmodel, decoded)
-    write_bytes(path, data)
-    return decoded, file_metrics(parsed, decoded, encoding)
-
-
-def save(path: str | os.PathLike, qmodel: QuantizedModel, *, label_code: str = "huffman",
-         index_code: str = "deep-compression", index_bound: int = DEFAULT_INDEX_BOUND) -> dict[str, Any]:
-    """:func:`write` returning only the metrics of the file."""
-    return write(path, qmodel, label_code=label_code, index_code=index_code, index_bound=index_bound)[1]
-
-
-def _check_equal(original: QuantizedModel, decoded: QuantizedModel) -> None:
-    if list(original.order) != list(decoded.order):
-        raise RuntimeError("encoded file does not decode to the same state_dict keys")
-    if original.network != decoded.network:
-        raise RuntimeError("encoded file does not decode to the same network description (it must be JSON)")
-    for name in original.order:
-        if name in original.tensors:
-            same = np.array_equal(original.values(name).view(np.uint32), decoded.values(name).view(np.uint32))
-        else:
-            a, b = np.asarray(original.passthrough[name]), decoded.passthrough[name]
-            same = (a.shape == b.shape and a.dtype.newbyteorder("=") == b.dtype.newbyteorder("=")
-                    and np.ascontiguousarray(a).astype(b.dtype).tobytes() == b.tobytes())
-        if not same:
-            raise RuntimeError(f"encoded file does not decode bit-exactly to {name!r}; nothing was written")
-
-
