@@ -58,7 +58,7 @@ def main() -> None:
             m = container.save(path, qmodel)
             t_encode = time.perf_counter() - start
             start = time.perf_counter()
-            decoded = container.load(path)
+            decoded = container.read_state_dict(path)
             t_decode = time.perf_counter() - start
         assert decoded.keys() == state.keys()
         shown = ", ".join(f"{k}={v:g}" for k, v in rate.items())

@@ -67,7 +67,7 @@ def main() -> None:
     estimates, cost = {}, {}
     for estimator in ESTIMATORS:
         cost[estimator], estimates[estimator] = seconds(lambda: importance.hessian_diagonal(
-            model, sample, args.samples, estimator=estimator, floor=1e-8))
+            model, sample, args.samples, estimator=estimator, clamp=1e-8))
     flat = {k: torch.cat([v.flatten() for v in h.values()]).numpy() for k, h in estimates.items()}
     exact = estimates["ggn"]
     agreement = {}

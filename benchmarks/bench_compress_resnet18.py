@@ -79,7 +79,7 @@ def main() -> None:
             with Stage(f"encode {method}", results):
                 m = compress.save(q, path)
             with Stage(f"decode {method}", results):
-                container.load(path)
+                container.read_state_dict(path)
             results[f"ratio {method}"] = m["ratio_file"]
             print(f"  {method}: {m['file_bytes']:,} bytes, ratio {m['ratio_file']:.2f}, "
                   f"{m['bits_per_weight']['in_file']:.3f} bits per weight")

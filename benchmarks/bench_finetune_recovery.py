@@ -103,7 +103,7 @@ def main() -> None:
     icfg, h = cfg["importance"], None
     if set(args.methods) - {"kmeans"}:
         h = importance.hessian_diagonal(model, data_source.train_sample(args.importance_samples, icfg["batch_size"], 0),
-                                        args.importance_samples, estimator=icfg["estimator"], floor=icfg["floor"])
+                                        args.importance_samples, estimator=icfg["estimator"], clamp=icfg["clamp"])
     importance_seconds = time.perf_counter() - start
     modes = {"no": [False], "yes": [True], "both": [False, True]}[args.train_unquantized]
     rows = []

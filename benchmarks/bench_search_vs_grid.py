@@ -23,7 +23,8 @@ from pathlib import Path
 import torch
 import yaml
 
-from netquant import compress, config, reference, search, sweeps
+from netquant import config, reference, search, sweeps
+from netquant.quantize.network import network_rate_grid
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -53,7 +54,7 @@ def main() -> None:
                               coding_cfg=cfg["coding"], model_path=args.model, importance_path=args.importance,
                               source={"dataset": dataset, "prepared": args.data}, device="cpu")
     def grid(points: int) -> list[float]:
-        return compress.rate_grid(curve.model, curve.importance, method=args.method, names=curve.names,
+        return network_rate_grid(curve.model, curve.importance, method=args.method, names=curve.names,
                                   masks=curve.masks, zero_center=curve.options.get("zero_center", True),
                                   bits_min=rates["bits_min"], bits_max=rates["bits_max"], points=points)
 

@@ -104,7 +104,7 @@ def check_outputs(work: Path) -> None:
             rows = list(csv.DictReader(path.open()))
             assert rows and all(None not in row and None not in row.values() for row in rows), path
         elif path.suffix == ".nqz":
-            assert container.load(path), path
+            assert container.read_state_dict(path), path
         elif path.suffix == ".png":
             assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", path
         elif path.suffix == ".pdf":

@@ -91,7 +91,7 @@ def assert_state_dicts_identical(got: dict, want: dict) -> None:
 def test_lenet_round_trip(tmp_path, lenet, label_code, index_code):
     path = tmp_path / "m.nqz"
     m = container.save(path, lenet, label_code=label_code, index_code=index_code)
-    assert_state_dicts_identical(container.load(path), lenet.state_dict())
+    assert_state_dicts_identical(container.read_state_dict(path), lenet.state_dict())
     q = container.read(path)
     assert q.n_params == lenet.n_params == 431_080
     assert q.param_names == lenet.param_names
@@ -142,7 +142,7 @@ def test_per_layer_codebooks(tmp_path):
     q = quantized_lenet(per_layer=True, k=16)
     for code in ("huffman", "ans", "fixed"):
         m = container.save(tmp_path / "m.nqz", q, label_code=code)
-        assert_state_dicts_identical(container.load(tmp_path / "m.nqz"), q.state_dict())
+        assert_state_dicts_identical(container.read_state_dict(tmp_path / "m.nqz"), q.state_dict())
         assert m["codebook_sizes"] == [16] * 4
         assert m["eq1"]["shared_value_bits"] == 4 * 16 * 32
     assert container.read(tmp_path / "m.nqz").tensors["fc1.weight"].codebook == 2
@@ -167,7 +167,7 @@ def test_resnet_buffers_dtypes_and_dense_tensors(tmp_path):
     params = [n for n, _ in model.named_parameters()]
     q = QuantizedModel([centres], tensors, passthrough, order, params)
     m = container.save(tmp_path / "r.nqz", q, label_code="fixed")
-    got = container.load(tmp_path / "r.nqz")
+    got = container.read_state_dict(tmp_path / "r.nqz")
     assert_state_dicts_identical(got, q.state_dict())
     assert got["bn1.num_batches_tracked"].dtype == torch.int64 and got["bn1.num_batches_tracked"].dim() == 0
     assert got["extra.flag"].dtype == torch.bool
@@ -208,7 +208,7 @@ def test_pruned_unquantized_model(tmp_path):
     sd["conv1.weight"].view(-1)[masks["conv1.weight"].view(-1).nonzero()[0]] = -0.0  # a kept -0.0 survives
     q = from_pruned(sd, masks, param_names=[n for n, _ in model.named_parameters()])
     m = container.save(tmp_path / "p.nqz", q, label_code="raw")
-    got = container.load(tmp_path / "p.nqz")
+    got = container.read_state_dict(tmp_path / "p.nqz")
     want = {n: (torch.where(masks[n], v, torch.zeros(())) if n in masks else v) for n, v in sd.items()}
     assert_state_dicts_identical(got, want)
     kept = sum(int(v.sum()) for v in masks.values())
@@ -232,7 +232,7 @@ def test_edge_models(tmp_path):
     for label_code in ("huffman", "fixed", "ans", "ans-layer"):
         for index_code in ("deep-compression", "mask-ans", "mask-context"):
             m = container.save(tmp_path / "e.nqz", q, label_code=label_code, index_code=index_code)
-            assert_state_dicts_identical(container.load(tmp_path / "e.nqz"), q.state_dict())
+            assert_state_dicts_identical(container.read_state_dict(tmp_path / "e.nqz"), q.state_dict())
             assert m["eq1"]["codeword_bits"] == 0 and m["eq1"]["index_bits"] <= 16
 
 
@@ -340,7 +340,7 @@ def test_foreign_and_future_files(tmp_path, small_file):
         container.decode(small_file + b"abc")
     (tmp_path / "bad.nqz").write_bytes(small_file[:-1])
     with pytest.raises(ContainerError, match="bad.nqz: truncated"):
-        container.load(tmp_path / "bad.nqz")
+        container.read_state_dict(tmp_path / "bad.nqz")
 
 
 def _as_version_1(data: bytes) -> bytes:
@@ -487,3 +487,12 @@ def test_constant_entries_are_stored_once_and_version_2_files_are_still_read():
     v2 = REPO / "reference" / "cpu" / "files" / "lenet5" / "pruned.nqz"
     parsed = container.parse(v2.read_bytes())
     assert parsed.version == 2 and container.read(v2).n_params == 431080
+
+
+def test_codec_ids_never_change_so_old_files_stay_readable():
+    from netquant.container.codes import INDEX_CODE_TABLE, LABEL_CODE_TABLE
+
+    assert {c.name: c.id for c in LABEL_CODE_TABLE.values()} == {"fixed": 0, "huffman": 1, "ans": 2, "raw": 3,
+                                                                  "ans-layer": 4}
+    assert {c.name: c.id for c in INDEX_CODE_TABLE.values()} == {"deep-compression": 0, "mask-ans": 1,
+                                                                  "mask-context": 2}

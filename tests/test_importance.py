@@ -14,7 +14,7 @@ from torch.func import functional_call, hessian, jacrev
 from hypothesis import given, settings, strategies as st
 
 from netquant import data, importance, models
-from netquant.importance import adam_second_moments, apply_floor, layer_summary
+from netquant.importance import adam_second_moments, apply_clamp, layer_summary
 from netquant.importance import hessian_diagonal as hessian_diagonal_default
 
 # the exact Gauss-Newton diagonal unless a test names another estimator
@@ -139,7 +139,7 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
 @pytest.mark.parametrize("backend", ["auto", "func"])
 def test_ggn_equals_explicit_gauss_newton_diagonal(net, backend):
     model, x, y = make(net)
-    h = hessian_diagonal(model, [(x, y)], len(x), floor=None, backend=backend)
+    h = hessian_diagonal(model, [(x, y)], len(x), clamp=None, backend=backend)
     assert rel_err(flatten(h, model), exact_ggn_diagonal(model, x, y)) < 1e-12
 
 
@@ -149,7 +149,7 @@ def test_ggn_in_single_rows_and_samples_when_memory_is_short(backend, monkeypatc
 
     monkeypatch.setattr(gauss_newton, "_ELEMENTS_BUDGET", 50)  # one sample and one row of C per step
     model, x, y = make("resnet", n=4)
-    h = hessian_diagonal(model, [(x, y)], len(x), floor=None, backend=backend)
+    h = hessian_diagonal(model, [(x, y)], len(x), clamp=None, backend=backend)
     assert rel_err(flatten(h, model), exact_ggn_diagonal(model, x, y)) < 1e-12
 
 
@@ -161,7 +161,7 @@ def test_modules_backend_refuses_layers_without_a_rule():
 
 def test_ggn_is_the_exact_hessian_for_a_linear_model():
     model, x, y = make("linear")
-    h = hessian_diagonal(model, [(x, y)], len(x), floor=None)
+    h = hessian_diagonal(model, [(x, y)], len(x), clamp=None)
     assert rel_err(flatten(h, model), exact_hessian_diagonal(model, x, y)) < 1e-12
 
 
@@ -175,8 +175,8 @@ def test_hutchinson_converges_to_exact_hessian_not_to_ggn():
     model, x, y = make("mlp")
     exact, ggn = exact_hessian_diagonal(model, x, y), exact_ggn_diagonal(model, x, y)
     assert rel_err(ggn, exact) > 0.2  # the smooth network separates the two quantities
-    few = flatten(hessian_diagonal(model, [(x, y)], len(x), estimator="hutchinson", n_probes=20, floor=None), model)
-    many = flatten(hessian_diagonal(model, [(x, y)], len(x), estimator="hutchinson", n_probes=3000, floor=None),
+    few = flatten(hessian_diagonal(model, [(x, y)], len(x), estimator="hutchinson", n_probes=20, clamp=None), model)
+    many = flatten(hessian_diagonal(model, [(x, y)], len(x), estimator="hutchinson", n_probes=3000, clamp=None),
                    model)
     assert rel_err(many, exact) < 0.08
     assert rel_err(many, exact) < rel_err(few, exact) / 3
@@ -186,7 +186,7 @@ def test_hutchinson_converges_to_exact_hessian_not_to_ggn():
 def test_ggn_mc_converges_to_exact_ggn():
     model, x, y = make("resnet")
     ggn = exact_ggn_diagonal(model, x, y)
-    estimate = hessian_diagonal(model, [(x, y)], len(x), estimator="ggn-mc", mc_samples=3000, floor=None)
+    estimate = hessian_diagonal(model, [(x, y)], len(x), estimator="ggn-mc", mc_samples=3000, clamp=None)
     assert rel_err(flatten(estimate, model), ggn) < 0.05
 
 
@@ -216,8 +216,8 @@ def test_backends_agree_on_lenet5(estimator):
     torch.manual_seed(1)
     model = build("lenet5")
     x, y = torch.randn(3, 1, 28, 28), torch.randint(0, 10, (3,))
-    a = hessian_diagonal(model, [(x, y)], 3, estimator=estimator, backend="modules", floor=None)
-    b = hessian_diagonal(model, [(x, y)], 3, estimator=estimator, backend="func", floor=None)
+    a = hessian_diagonal(model, [(x, y)], 3, estimator=estimator, backend="modules", clamp=None)
+    b = hessian_diagonal(model, [(x, y)], 3, estimator=estimator, backend="func", clamp=None)
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6 * float(b[k].abs().max()))
 
@@ -235,14 +235,14 @@ def test_random_estimators_are_reproducible_with_the_seed(estimator):
 
 def test_uses_exactly_the_first_n_samples_and_pulls_no_further_batch():
     model, x, y = make("resnet", n=10)
-    expected = hessian_diagonal(model, [(x[:7], y[:7])], 7, floor=None)
+    expected = hessian_diagonal(model, [(x[:7], y[:7])], 7, clamp=None)
 
     def batches():
         yield x[:3], y[:3]
         yield x[3:8], y[3:8]  # overshoots: only its first 4 samples count
         raise AssertionError("a batch beyond n_samples was requested")
 
-    got = hessian_diagonal(model, batches(), 7, floor=None, chunk_size=2)
+    got = hessian_diagonal(model, batches(), 7, clamp=None, chunk_size=2)
     for k in expected:
         torch.testing.assert_close(got[k], expected[k], rtol=1e-12, atol=0)
 
@@ -270,7 +270,7 @@ def test_model_mode_and_parameters_are_left_as_they_were():
         ({"backend": "backpack"}, "unknown backend"),
         ({"n_samples": 0}, "n_samples must be a positive integer"),
         ({"n_probes": 0}, "n_probes must be a positive integer"),
-        ({"floor": -1.0}, "floor must be"),
+        ({"clamp": -1.0}, "clamp must be"),
         ({"targets": torch.zeros(4)}, "targets must be int64"),
         ({"targets": torch.zeros(3, dtype=torch.int64)}, "targets must be int64"),
     ],
@@ -294,20 +294,20 @@ def test_batchnorm_without_running_statistics_is_rejected():
 
 def test_floor_clamps_negative_hutchinson_values_to_a_fraction_of_the_mean():
     model, x, y = make("mlp")
-    raw = hessian_diagonal(model, [(x, y)], len(x), estimator="hutchinson", floor=None)
+    raw = hessian_diagonal(model, [(x, y)], len(x), estimator="hutchinson", clamp=None)
     flat_raw = flatten(raw, model)
     assert (flat_raw < 0).any()  # one probe: noisy, some negative values
-    floored = flatten(hessian_diagonal(model, [(x, y)], len(x), estimator="hutchinson", floor=1e-3), model)
+    floored = flatten(hessian_diagonal(model, [(x, y)], len(x), estimator="hutchinson", clamp=1e-3), model)
     threshold = 1e-3 * float(flat_raw.abs().mean())
     torch.testing.assert_close(floored, flat_raw.clamp(min=threshold), rtol=1e-12, atol=0)
     assert float(floored.min()) == pytest.approx(threshold, rel=1e-12)
 
 
-def test_apply_floor_rejects_all_zero_and_non_finite_estimates():
+def test_apply_clamp_rejects_all_zero_and_non_finite_estimates():
     with pytest.raises(ValueError, match="zero for every parameter"):
-        apply_floor({"w": torch.zeros(3)}, 1e-8)
+        apply_clamp({"w": torch.zeros(3)}, 1e-8)
     with pytest.raises(ValueError, match="non-finite"):
-        apply_floor({"w": torch.tensor([1.0, float("nan")])}, 1e-8)
+        apply_clamp({"w": torch.tensor([1.0, float("nan")])}, 1e-8)
 
 
 # ---------------------------------------------------------------- Adam second moments
@@ -409,8 +409,8 @@ def test_becker_lecun_is_exact_for_a_single_linear_layer():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(12, 5))
     x, y = torch.randn(40, 3, 2, 2), torch.randint(0, 5, (40,))
-    ours = importance.hessian_diagonal(model, [(x, y)], 40, estimator="becker-lecun", floor=None)
-    exact = importance.hessian_diagonal(model, [(x, y)], 40, estimator="ggn", floor=None)
+    ours = importance.hessian_diagonal(model, [(x, y)], 40, estimator="becker-lecun", clamp=None)
+    exact = importance.hessian_diagonal(model, [(x, y)], 40, estimator="ggn", clamp=None)
     for name in exact:
         torch.testing.assert_close(ours[name], exact[name], rtol=1e-5, atol=1e-7)
 
@@ -424,7 +424,7 @@ def test_becker_lecun_matches_the_hand_written_recursion(seed, batch):
         p.data = torch.randn(p.shape, generator=g, dtype=torch.float64)
     x = torch.randn(batch, 4, generator=g, dtype=torch.float64)
     ours = importance.hessian_diagonal(model, [(x, torch.zeros(batch, dtype=torch.int64))], batch,
-                                       estimator="becker-lecun", floor=None)
+                                       estimator="becker-lecun", clamp=None)
     w1, b1, w2 = model[0].weight.detach(), model[0].bias.detach(), model[2].weight.detach()
     a = x @ w1.T + b1
     r = a.clamp(min=0)
@@ -449,8 +449,8 @@ def test_becker_lecun_ranks_resnet32_like_the_exact_diagonal():
             m.momentum = None
     with torch.no_grad():
         model.train()(splits["train"].normalize(splits["train"].images))  # running statistics of the data
-    ours = importance.hessian_diagonal(model, [(x, y)], 48, estimator="becker-lecun", floor=None)
-    exact = importance.hessian_diagonal(model, [(x, y)], 48, estimator="ggn", floor=None)
+    ours = importance.hessian_diagonal(model, [(x, y)], 48, estimator="becker-lecun", clamp=None)
+    exact = importance.hessian_diagonal(model, [(x, y)], 48, estimator="ggn", clamp=None)
     flat = lambda h: torch.cat([v.flatten() for v in h.values()]).numpy()  # noqa: E731
     assert spearmanr(flat(ours), flat(exact)).statistic > 0.6
     torch.testing.assert_close(ours["fc.weight"], exact["fc.weight"], rtol=1e-4, atol=1e-9)

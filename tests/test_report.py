@@ -46,7 +46,7 @@ def _point(network, variant, scope, method, importance, rate_name, k, extra, huf
                 entropy_bits=bits_huffman - 0.05, bits_fixed=float(math.ceil(bits_fixed)), bits_huffman=bits_huffman,
                 bits_ans=bits_huffman - 0.03, accuracy=round(accuracy, 2), top5=math.nan, ratio_file=ratio,
                 ratio_eq1=ratio * 1.02, ratio_file_ans=ratio * 1.03,
-                ratio_file_runlength=ratio * 1.1 if variant == "pruned" else math.nan,
+                ratio_file_mask_ans=ratio * 1.1 if variant == "pruned" else math.nan,
                 file_bytes=1000, path=f"results/{network}/{variant}/{method}-{importance}-{k}-{finetuned}.nqz")
 
 
@@ -90,8 +90,8 @@ def _curve_points(accuracy_ratio, network="lenet5", method="uniform", importance
     return pd.DataFrame([
         dict(network=network, variant="pruned", scope="all", method=method, importance=importance, rate_name="step",
              rate_value=0.01 * (i + 1), finetuned=True, clusters=10 + i, bits_huffman=2.0, accuracy=acc, top5=math.nan,
-             ratio_file=ratio, ratio_file_ans=ratio + 1, ratio_file_runlength=ratio + 2,
-             ratio_file_context=ratio + 3, path=f"p{i}", path_ans=f"p{i}-ans", path_runlength=f"p{i}-runlength",
+             ratio_file=ratio, ratio_file_ans=ratio + 1, ratio_file_mask_ans=ratio + 2,
+             ratio_file_context=ratio + 3, path=f"p{i}", path_ans=f"p{i}-ans", path_mask_ans=f"p{i}-mask-ans",
              path_context=f"p{i}-context")
         for i, (acc, ratio) in enumerate(accuracy_ratio)
     ])
@@ -123,10 +123,10 @@ def test_table1_picks_largest_ratio_meeting_the_floor():
     assert uniform["floor"] == 99.27
     # the ANS and run-length rows: the same chosen network in its other files, with their ratios
     assert _cell(table, "lenet5", "uniform-ans")["ratio"] == 51.0
-    assert _cell(table, "lenet5", "uniform-runlength")["ratio"] == 52.0
+    assert _cell(table, "lenet5", "uniform-mask-ans")["ratio"] == 52.0
     assert uniform["path"] == "p1"
     assert _cell(table, "lenet5", "uniform-ans")["path"] == "p1-ans"
-    assert _cell(table, "lenet5", "uniform-runlength")["path"] == "p1-runlength"
+    assert _cell(table, "lenet5", "uniform-mask-ans")["path"] == "p1-mask-ans"
     assert (_cell(table, "lenet5", "uniform-context")[["ratio", "path"]] == [53.0, "p1-context"]).all()
 
 
@@ -412,9 +412,9 @@ def _search_rows(network="lenet5", method="uniform", importance="hessian-50000")
                 rows.append(dict(network=network, variant="pruned", scope="all", method=method,
                                  importance=importance, rate_name="step", rate_value=0.01 * (probe + 1),
                                  finetuned=True, clusters=20, bits_huffman=3.0, accuracy=accuracy, top5=math.nan,
-                                 ratio_file=ratio, ratio_file_ans=ratio + 1, ratio_file_runlength=ratio + 2,
+                                 ratio_file=ratio, ratio_file_ans=ratio + 1, ratio_file_mask_ans=ratio + 2,
                                  path=f"{floor_name}-{probe}-{seed}", path_ans=f"{floor_name}-{probe}-{seed}-ans",
-                                 path_runlength="", seed=seed, floor_name=floor_name, floor=floor,
+                                 path_mask_ans="", seed=seed, floor_name=floor_name, floor=floor,
                                  probe_accuracy=sum(accuracies) / 2, probe_spread=abs(accuracies[0] - accuracies[1]) / 2,
                                  probe_ratio=min(ratios), meets_floor=sum(accuracies) / 2 >= floor,
                                  selected=selected))

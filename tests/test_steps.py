@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from netquant import coding, container, models, prune, quantize, steps, sweeps
+from netquant import coding, container, measure, models, prune, quantize, steps, sweeps
 
 
 @pytest.fixture
@@ -36,26 +36,26 @@ def test_a_sweep_point_runs_each_coder_once(tmp_path, monkeypatch, pruned_qmodel
                  "mask_context_encode"):
         _counting(monkeypatch, coding, name, counts)
     coding_cfg = {"label_code": "huffman", "index_code": "deep-compression", "index_bound": 32}
-    decoded, metrics, variants = sweeps.write_point(str(tmp_path / "k=16-ft"), pruned_qmodel, coding_cfg,
-                                                   variants=True)
+    decoded, metrics, variants = measure.write_files(str(tmp_path / "k=16-ft"), pruned_qmodel, coding_cfg,
+                                                     sweeps.OTHER_CODES)
     n_sparse = sum(not t.mask.all() for t in pruned_qmodel.tensors.values())
     # labels by Huffman once, positions by Deep Compression's gaps once (its Huffman stream once), ANS
     # labels once (the ANS file and the "ans" size), mask-ANS positions once, per-layer ANS labels and
     # context-modelled positions once (the context file and its sizes)
     assert counts == {"huffman_encode": 2, "dc_gap_symbols": n_sparse, "ans_encode": 1, "mask_ans_encode": 1,
                       "ans_layers_encode": 1, "mask_context_encode": 1}
-    assert set(variants) == {"ans", "runlength", "context"}
+    assert set(variants) == {"ans", "mask-ans", "context"}
     for path, m in [(str(tmp_path / "k=16-ft.nqz"), metrics), *variants.values()]:
         assert container.metrics(path)["ratio_file"] == m["ratio_file"]
-        for a, b in zip(container.load(path).values(), decoded.state_dict().values()):
+        for a, b in zip(container.read_state_dict(path).values(), decoded.state_dict().values()):
             assert torch.equal(a, b)
     assert metrics["bits_per_weight"]["ans"] == pytest.approx(
         variants["ans"][1]["bits_per_weight"]["in_file"], abs=64 / metrics["n_quantized"])
 
 
 def test_an_unpruned_point_is_one_file(tmp_path, pruned_qmodel):
-    _, metrics, variants = sweeps.write_point(str(tmp_path / "p"), pruned_qmodel, {
-        "label_code": "huffman", "index_code": "deep-compression", "index_bound": 32}, variants=False)
+    _, metrics, variants = measure.write_files(str(tmp_path / "p"), pruned_qmodel, {
+        "label_code": "huffman", "index_code": "deep-compression", "index_bound": 32})
     assert variants == {} and sorted(p.name for p in tmp_path.iterdir()) == ["p.nqz"]
     assert metrics["file_bytes"] == (tmp_path / "p.nqz").stat().st_size
 

@@ -111,7 +111,7 @@ def test_smoke_workflow_end_to_end(tmp_path):
         nqz = work / row.path
         assert nqz.stat().st_size == row.file_bytes  # the ratio is measured on the file itself
         assert abs(32 * row.n_params / (8 * row.file_bytes) - row.ratio_file) < 1e-9
-        assert set(container.load(nqz)) >= {"conv1.weight"}
+        assert set(container.read_state_dict(nqz)) >= {"conv1.weight"}
     table1 = pd.read_csv(work / "results/tables/table1.csv")
     assert {"Original model", "Pruned model", "Uniform quantization"} <= set(table1["label"])
     for name in ["fig1-lenet5", "fig1-resnet32", "fig2", "fig3-resnet32", "layerwise-lenet5"]:
@@ -169,7 +169,7 @@ def _reference_rows_are_reproduced(work: Path) -> None:
     assert "| sweep |" in (work / "reference/smoke/lenet5/RUN.md").read_text()
     table1 = pd.read_csv(work / "reference/smoke/tables/table1.csv")
     rows = table1[table1["path"].notna() & (table1["network"] != "alexnet")]
-    assert {"pruned", "uniform", "uniform-ans", "uniform-runlength"} <= set(rows["row"])
+    assert {"pruned", "uniform", "uniform-ans", "uniform-mask-ans"} <= set(rows["row"])
     for row in rows[rows["row"].isin(["pruned", "hwkmeans", "uniform-ans"])].itertuples():
         dataset = "synthetic-mnist" if row.network == "lenet5" else "synthetic-cifar10"
         out = subprocess.run([sys.executable, "-m", "netquant", "evaluate", str(work / "reference/smoke" / row.path),

@@ -16,13 +16,26 @@ Commands:
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
 from pathlib import Path
 
+import torch
+
+from netquant import compress, container, reference
+from netquant.container import ContainerError
+from netquant.io import atomic_path, write_text
+from netquant.quantize.network import INCLUDE
+from netquant.vocabulary import DATASET_SPLITS, METHODS
+
+
+def _default(function, name: str):
+    """The default of a parameter of the API function a command calls: one home for it."""
+    return inspect.signature(function).parameters[name].default
+
 
 def _inspect(args: argparse.Namespace) -> int:
-    from netquant import container
 
     m = container.metrics(args.file)
     if args.json:
@@ -78,16 +91,12 @@ def _check_output(out: Path, *, inputs: list, folders: list = (), force: bool) -
 
 
 def _decode(args: argparse.Namespace) -> int:
-    import torch
-
-    from netquant import container
-    from netquant.io import atomic_path
 
     source = Path(args.file)
     if source.is_dir():
         raise ValueError(f"{source} is a folder; give a .nqz file")
     _check_output(Path(args.out), inputs=[source], force=args.force)
-    state_dict = container.load(args.file)
+    state_dict = container.read_state_dict(args.file)
     with atomic_path(args.out) as tmp:
         torch.save(state_dict, tmp)
     print(f"wrote {args.out}: {len(state_dict)} entries")
@@ -95,8 +104,6 @@ def _decode(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from netquant import compress
-
     result = compress.evaluate_file(args.file, data_root=args.data_root, prepared=args.prepared,
                                     device=args.device, arch=args.arch)
     if args.json:
@@ -110,8 +117,6 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _compress(args: argparse.Namespace) -> int:
-    from netquant import compress
-
     _check_output(Path(args.out), inputs=[args.weights], folders=[args.images, args.data_root], force=args.force)
     result = compress.compress_command(args)
     if args.json:
@@ -123,8 +128,6 @@ def _compress(args: argparse.Namespace) -> int:
 
 
 def _reference(args: argparse.Namespace) -> int:
-    from netquant import reference
-
     config = {}
     if args.add:
         import yaml
@@ -142,17 +145,12 @@ def _reference(args: argparse.Namespace) -> int:
 
 
 def _readme(args: argparse.Namespace) -> int:
-    from netquant import reference
-    from netquant.io import write_text
-
     write_text(args.readme, reference.refreshed_readme(args.readme))
     print(f"wrote {args.readme}: its reference tables generated again")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from netquant.vocabulary import METHODS
-
     parser = argparse.ArgumentParser(prog="netquant", description="Network quantization towards the limit.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -184,21 +182,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-classes", type=int, help="passed to the model's constructor")
     p.add_argument("--images", help="an image folder with train/<class>/* and val/<class>/*")
     p.add_argument("--image-size", type=int, default=224)
-    p.add_argument("--dataset", choices=["mnist", "cifar10"], help="instead of --images: a dataset read from --data-root")
+    p.add_argument("--dataset", choices=sorted(DATASET_SPLITS), help="instead of --images: a dataset read from --data-root")
     p.add_argument("--data-root")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--method", required=True, choices=METHODS)
     for rate, kind in (("bits", float), ("k", int), ("step", float), ("lam", float)):
         p.add_argument(f"--{rate}", type=kind, help="the rate: average codeword length (bits) or the method's own")
     p.add_argument("--importance", default="hessian", choices=["hessian", "adam", "none"])
-    p.add_argument("--samples", type=int, default=1000, help="samples of the Hessian")
+    p.add_argument("--samples", type=int, default=_default(compress.importance, "samples"),
+                   help="samples of the Hessian")
     p.add_argument("--scope", default="all", choices=["all", "layer"])
-    p.add_argument("--include", default="weights", choices=["weights", "weights+biases", "all"])
+    p.add_argument("--include", default="weights", choices=INCLUDE)
     p.add_argument("--floor", type=float, help="instead of a rate: the largest ratio whose decoded file's test "
                    "accuracy (%%) is at least this (the probes' files go to OUT's folder, OUT.probes/)")
-    p.add_argument("--max-probes", type=int, default=6, help="with --floor: probes after the 1-6 bit grid")
-    p.add_argument("--finetune-steps", type=int, default=200)
-    p.add_argument("--lr", type=float, default=1e-3, help="fine-tuning learning rate of the shared values")
+    p.add_argument("--max-probes", type=int, default=_default(compress.largest_ratio, "max_probes"),
+                   help="with --floor: probes after the 1-6 bit grid")
+    p.add_argument("--finetune-steps", type=int, default=_default(compress.largest_ratio, "finetune_steps"))
+    p.add_argument("--lr", type=float, default=_default(compress.largest_ratio, "lr"),
+                   help="fine-tuning learning rate of the shared values")
     p.add_argument("--out", required=True, metavar="FILE.nqz")
     p.add_argument("--force", action="store_true", help="replace FILE.nqz if it exists")
     p.add_argument("--json", action="store_true")
@@ -225,8 +226,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from netquant.container import ContainerError
-
     try:
         return args.run(args)
     except (ContainerError, OSError, ValueError, RuntimeError) as exc:

@@ -23,6 +23,8 @@ rebuild it with nothing but the file and the data.
 
 from __future__ import annotations
 
+import copy
+import importlib
 import os
 from typing import Any
 
@@ -31,16 +33,15 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from netquant import batchnorm, container, data, models, train
+from netquant import container, data, models, search, train
+from netquant import importance as estimators
+from netquant import quantize as quantizers
+from netquant.finetune import finetune_codebooks
+from netquant.measure import measure_rate
+from netquant.quantize.network import (check_importance, network_rate_grid, pruning_masks,
+                                       quantize_network, quantized_and_masks, quantized_names)
 from netquant.qmodel import QuantizedModel
 from netquant.vocabulary import DATASETS, DEFAULT_ESTIMATOR, FOLDER_DATASETS
-
-
-def describe(arch: str, dataset: str, data_source) -> dict[str, Any]:
-    """The network description stored in a file: enough to call :func:`netquant.models.build` again."""
-    channels, size = data_source.input_shape
-    return {"arch": arch, "dataset": dataset, "num_classes": int(data_source.num_classes),
-            "in_channels": int(channels), "input_size": int(size)}
 
 
 DESCRIPTION_RANGES = {"num_classes": (1, 1_000_000), "in_channels": (1, 64), "input_size": (8, 4096)}
@@ -107,8 +108,6 @@ def _check_shapes(model: nn.Module, shapes: dict[str, tuple[int, ...]], network:
 def build_named(name: str, *, num_classes: int | None = None) -> nn.Module:
     """A network by name: one of the paper's (``lenet5``, ...), ``torchvision:<model>`` (e.g.
     ``torchvision:resnet18``), or ``package.module:callable`` returning an ``nn.Module``."""
-    import importlib
-
     kwargs = {} if num_classes is None else {"num_classes": num_classes}
     if name in models.ARCHS:
         return models.build(name, **kwargs)
@@ -206,54 +205,6 @@ def evaluate_file(path: str | os.PathLike, *, data_root: str | os.PathLike | Non
 
 # ------------------------------------------------------------------------------------ any model
 
-INCLUDE = ("weights", "weights+biases", "all")
-PRUNED_FRACTION = 0.10  # a tensor with at least this fraction of exact zeros is taken as pruned
-
-
-def quantized_names(model: nn.Module, include: str = "weights") -> list[str]:
-    """The parameters :func:`quantize` quantizes (see the module docstring)."""
-    if include not in INCLUDE:
-        raise ValueError(f"include must be one of {', '.join(INCLUDE)}, got {include!r}")
-    bn = {f"{m}.{p}" for m, module in model.named_modules()
-          if isinstance(module, nn.modules.batchnorm._NormBase) for p, _ in module.named_parameters(recurse=False)}
-    names = []
-    for name, p in model.named_parameters():
-        if not p.is_floating_point():
-            continue
-        if p.dim() >= 2 or include == "all" or (include == "weights+biases" and name.endswith("bias")
-                                                 and name not in bn):
-            names.append(name)
-    return names
-
-
-def pruning_masks(model: nn.Module, names: Iterable[str]) -> dict[str, torch.Tensor]:
-    """Masks (True = kept) of the tensors among ``names`` that look pruned: >= 10% exact zeros."""
-    params = dict(model.named_parameters())
-    masks = {}
-    for name in names:
-        zero = params[name].detach() == 0
-        if zero.float().mean() >= PRUNED_FRACTION:
-            masks[name] = ~zero
-    return masks
-
-
-def _quantized_and_masks(model: nn.Module, include: str, pruned: str, masks: dict | None):
-    """The parameters :func:`quantize` quantizes and the masks of the pruned ones among them: the given
-    ``masks`` or, with ``pruned="zeros"``, those found from exact zeros."""
-    names = quantized_names(model, include)
-    if masks is None:
-        masks = pruning_masks(model, names) if pruned == "zeros" else {}
-    return names, {name: mask for name, mask in masks.items() if name in names}
-
-
-def _check_importance(importance: dict[str, torch.Tensor] | None, names: list[str]) -> None:
-    missing = [name for name in names if importance is not None and name not in importance]
-    if missing:
-        raise ValueError(f"the importance has no entry for {missing[0]!r} ({len(missing)} quantized parameters "
-                         "missing); give one tensor per quantized parameter (compress.importance returns them), "
-                         "or importance=None")
-
-
 def importance(model: nn.Module, loader, *, kind: str = "hessian", samples: int = 1000,
                estimator: str = DEFAULT_ESTIMATOR, adam_steps: int = 1000, adam_lr: float = 1e-4,
                device: str = "auto") -> dict[str, torch.Tensor] | None:
@@ -263,10 +214,6 @@ def importance(model: nn.Module, loader, *, kind: str = "hessian", samples: int 
 
     ``loader``: (inputs, targets) batches, e.g. a DataLoader. The model itself is never modified.
     """
-    import copy
-
-    from netquant import importance as estimators
-
     if kind in (None, "none"):
         return None
     device = train.resolve_device(device)
@@ -284,80 +231,41 @@ def quantize(model: nn.Module, importance: dict[str, torch.Tensor] | None = None
              bits: float | None = None, k: int | None = None, step: float | None = None, lam: float | None = None,
              scope: str = "all", include: str = "weights", pruned: str = "zeros",
              masks: dict[str, torch.Tensor] | None = None, seed: int = 0, network: dict[str, Any] | None = None,
-             fold_batchnorm: bool = True, return_results: bool = False, **options):
+             fold_batchnorm: bool = True, **options) -> QuantizedModel:
     """Quantize ``model``'s parameters (``include``) with ``method`` at one rate: ``bits`` (the average
     codeword length the method aims at, as in the paper's figures), or the method's own ``k``, ``step`` or
     ``lam``. ``scope``: "all" (one codebook for all layers, the paper) or "layer". ``pruned``: "zeros"
     (see the module docstring) or "none"; ``masks`` (name -> bool tensor, True = kept, e.g. a pruning
     checkpoint's) gives the pruned positions instead. ``network``: a description stored in the file.
-    ``options``: see :func:`netquant.quantize.quantize` (a config's ``quantize.options`` as they are:
-    ``ecsq_k`` is ECSQ's initial k, ``bins`` the DP solvers' grid). With ``return_results``, also the
-    :class:`netquant.quantize.QuantizationResult` of each codebook. ``fold_batchnorm``: BatchNorm running
-    statistics folded into the layers' affine parameters (:mod:`netquant.batchnorm`; the eval-mode network
-    is the same, and its file does not store the statistics).
+    ``options``: see :func:`netquant.quantize.quantize` (``ecsq_k`` is ECSQ's initial k, ``bins`` the DP
+    solvers' grid). ``fold_batchnorm``: BatchNorm running statistics folded into the layers' affine
+    parameters (:mod:`netquant.batchnorm`; the eval-mode network is the same, and its file does not store
+    the statistics). See :func:`netquant.quantize.quantize_network`.
     """
-    from netquant import quantize as quantizers
-
-    if pruned not in ("zeros", "none"):
-        raise ValueError(f"pruned must be 'zeros' or 'none', got {pruned!r}")
     if bits is not None and not bits >= 1:
         raise ValueError(f"bits = {bits!r}: an average codeword length below 1 bit leaves fewer than 2 shared "
                          "values for the whole network; give bits >= 1")
     if k is not None and not k >= 2:
         raise ValueError(f"k = {k!r}: one shared value for the whole network is no network; give k >= 2")
-    names, masks = _quantized_and_masks(model, include, pruned, masks)
-    _check_importance(importance, names)
-    state, importance = _values_to_quantize(model, importance, fold_batchnorm)
-    rate = {key: value for key, value in {"k": k, "step": step, "lam": lam}.items() if value is not None}
+    given = {key: value for key, value in {"k": k, "step": step, "lam": lam}.items() if value is not None}
+    if bits is not None and given:
+        raise ValueError("give either bits or the method's own rate (k, step or lam), not both")
     if bits is not None:
-        if rate:
-            raise ValueError("give either bits or the method's own rate (k, step or lam), not both")
-        value = _rate_values(state, importance, method, names, masks, bits_min=bits, bits_max=bits, points=1,
-                             zero_center=options.get("zero_center", True))[0]
-        rate = {quantizers.rate_parameter(method): value}
-    options = {**quantizers.method_options(method, options), **rate}  # ECSQ's k: ``ecsq_k`` unless given
-    quantized = quantizers.quantize_model(state, param_names=names, masks=masks, importance=importance,
-                                          method=method, scope=scope,
-                                          parameters=[n for n, _ in model.named_parameters()], seed=seed,
-                                          return_results=return_results, **options)
-    qmodel = quantized[0] if return_results else quantized
-    # the file says what made it: `python -m netquant inspect` shows it
-    qmodel.network = {**(network or {}), "quantization": {"method": method, "scope": scope, "include": include,
-                                                          "fold_batchnorm": fold_batchnorm, **rate}}
-    return (qmodel, quantized[1]) if return_results else qmodel
-
-
-def _values_to_quantize(model: nn.Module, importance, fold_batchnorm: bool):
-    """The model's state and importance as they are quantized: BatchNorm folded or not."""
-    state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
-    return batchnorm.fold(model, state, importance) if fold_batchnorm else (state, importance)
-
-
-def rate_grid(model: nn.Module, importance: dict[str, torch.Tensor] | None, *, method: str, names: list[str],
-              masks: dict, bits_min: float, bits_max: float, points: int, fold_batchnorm: bool = True,
-              zero_center: bool = True) -> list[float]:
-    """The method's rate values (k, step or lam) for average codeword lengths from ``bits_min`` to
-    ``bits_max`` (``points`` of them), over the kept values that :func:`quantize` quantizes."""
-    state, importance = _values_to_quantize(model, importance, fold_batchnorm)
-    return _rate_values(state, importance, method, names, masks, bits_min=bits_min, bits_max=bits_max,
-                        points=points, zero_center=zero_center)
-
-
-def _rate_values(state, importance, method: str, names, masks, **grid) -> list[float]:
-    from netquant import quantize as quantizers
-
-    h = None if importance is None else quantizers.kept_values(importance, names, masks)
-    return quantizers.rate_grid(method, quantizers.kept_values(state, names, masks), h, **grid).tolist()
+        names, kept_masks = quantized_and_masks(model, include, pruned, masks)
+        check_importance(importance, names)
+        rate = network_rate_grid(model, importance, method=method, names=names, masks=kept_masks,
+                                            bits_min=bits, bits_max=bits, points=1, fold_batchnorm=fold_batchnorm,
+                                            zero_center=options.get("zero_center", True))[0]
+        given = {quantizers.rate_parameter(method): rate}
+    return quantize_network(model, importance, method=method, rate=given, scope=scope, include=include,
+                                       pruned=pruned, masks=masks, seed=seed, network=network,
+                                       fold_batchnorm=fold_batchnorm, options=options)
 
 
 def finetune(model: nn.Module, qmodel: QuantizedModel, loader, *, steps: int, lr: float, momentum: float = 0.9,
              device: str = "auto", **options) -> QuantizedModel:
     """Fine-tune the shared values of ``qmodel`` on ``loader`` (labels fixed); ``model`` is a network of
     its architecture (its values are replaced). See :func:`netquant.finetune.finetune_codebooks`."""
-    import copy
-
-    from netquant.finetune import finetune_codebooks
-
     tuned, _ = finetune_codebooks(copy.deepcopy(model), qmodel, loader, steps=steps, lr=lr, momentum=momentum,
                                   device=train.resolve_device(device), **options)
     return tuned
@@ -377,28 +285,26 @@ def largest_ratio(model: nn.Module, importance: dict[str, torch.Tensor] | None, 
     fresh epoch to vary the batches). Returns {"best": the chosen probe (None if none meets the floor),
     "probes": every probe}, each probe a dict with "rate", "accuracy", "ratio", "file".
     """
-    import copy
-
-    from netquant import quantize as quantizers
-    from netquant import search
-
     os.makedirs(folder, exist_ok=True)
-    names, masks = _quantized_and_masks(model, quantize_options.get("include", "weights"),
-                                        quantize_options.get("pruned", "zeros"), quantize_options.get("masks"))
-    _check_importance(importance, names)
+    include, pruned = quantize_options.pop("include", "weights"), quantize_options.pop("pruned", "zeros")
+    names, masks = quantized_and_masks(model, include, pruned, quantize_options.pop("masks", None))
+    check_importance(importance, names)
+    fold = quantize_options.pop("fold_batchnorm", True)
+    settings = {"include": include, "masks": masks, "fold_batchnorm": fold,
+                "scope": quantize_options.pop("scope", "all"), "seed": quantize_options.pop("seed", 0),
+                "network": quantize_options.pop("network", None), "options": quantize_options}
     rate_name = quantizers.rate_parameter(method)
-    grid = sorted({rate_grid(model, importance, method=method, names=names, masks=masks, bits_min=b, bits_max=b,
-                             points=1, fold_batchnorm=quantize_options.get("fold_batchnorm", True),
-                             zero_center=quantize_options.get("zero_center", True))[0] for b in bits})
+    grid = sorted({network_rate_grid(model, importance, method=method, names=names, masks=masks,
+                                                bits_min=b, bits_max=b, points=1, fold_batchnorm=fold,
+                                                zero_center=quantize_options.get("zero_center", True))[0]
+                   for b in bits})
 
     def measure(value: float) -> search.Probe:
-        q = quantize(model, importance, method=method, **{rate_name: value}, **quantize_options)
-        if finetune_steps:
-            q = finetune(model, q, train_loader, steps=finetune_steps, lr=lr, device=device)
-        path = os.path.join(folder, f"{rate_name}={value:.6g}.nqz")
-        decoded, m = write(q, path)
-        accuracy = evaluate(load_decoded(decoded, copy.deepcopy(model)), test_loader, device=device)["accuracy"]
-        return search.Probe(value, [accuracy], m["ratio_file"], {"file": path})
+        return measure_rate(model, importance, {rate_name: value}, method=method, quantize=settings,
+                            finetune={"steps": finetune_steps, "lr": lr}, train_batches=lambda seed: train_loader,
+                            seeds=[0], test=lambda network: evaluate(network, test_loader, device=device),
+                            stem=lambda seed: os.path.join(folder, f"{rate_name}={value:.6g}"), coding={},
+                            device=train.resolve_device(device)).probe()
 
     coarse = [measure(value) for value in grid]
     chosen, made = search.search(measure, coarse, floor, max_probes=max_probes, integer=rate_name == "k")

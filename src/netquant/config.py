@@ -7,11 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from netquant.vocabulary import FOLDER_DATASETS, hessian_samples
+from netquant.vocabulary import DATASET_SPLITS, FOLDER_DATASETS, hessian_samples
 
 # k = 2^bits clusters: beyond 2^24 a codebook (and a label alphabet) is larger than any network's weights
 MAX_BITS = 24.0
-DATASET_SIZES = {"mnist": 60000, "cifar10": 50000}
 
 
 class ConfigError(ValueError):
@@ -38,9 +37,9 @@ def check(config: dict[str, Any]) -> None:
                     raise ConfigError(f"{key}: {curve!r} asks for a Hessian from 0 samples; use hessian-N with "
                                       "N >= 1 (the paper: 50000 and 1000)")
                 dataset = config.get(net, {}).get("dataset")
-                if samples and dataset in DATASET_SIZES and samples > DATASET_SIZES[dataset]:
+                if samples and dataset in DATASET_SPLITS and samples > DATASET_SPLITS[dataset][0]:
                     raise ConfigError(f"{key}: {curve!r} asks for {samples} training samples, {dataset} has "
-                                      f"{DATASET_SIZES[dataset]}")
+                                      f"{DATASET_SPLITS[dataset][0]}")
     root = config.get("imagenet_root")
     uses_imagenet = any(config.get(net, {}).get("dataset") in FOLDER_DATASETS for net in config["networks"])
     if root and uses_imagenet and Path(root).exists():

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from netquant.vocabulary import FOLDER_DATASETS
+from netquant.vocabulary import DATASET_SPLITS, FOLDER_DATASETS
 
 STATS = {  # per-channel mean and std of the training images, on the 0..1 scale
     "mnist": ((0.1307,), (0.3081,)),
@@ -205,7 +205,7 @@ def _prepare_mnist(root: Path, download: bool) -> dict[str, ImageTensors]:
                 tensors.append(mnist.read_sn3_pascalvincent_tensor(str(plain), strict=True))
             images, labels = tensors
             out[split] = ImageTensors(images.unsqueeze(1).contiguous(), labels.long(), *STATS["mnist"])
-    _check_counts("mnist", out, 60000, 10000, (1, 28, 28))
+    _check_counts("mnist", out, *DATASET_SPLITS["mnist"])
     return out
 
 
@@ -236,7 +236,7 @@ def _prepare_cifar10(root: Path, download: bool) -> dict[str, ImageTensors]:
                                 "replace it (config key 'data_root')") from exc
         out[split] = ImageTensors(torch.from_numpy(np.concatenate(images)), torch.tensor(labels, dtype=torch.int64),
                                   *STATS["cifar10"])
-    _check_counts("cifar10", out, 50000, 10000, (3, 32, 32))
+    _check_counts("cifar10", out, *DATASET_SPLITS["cifar10"])
     if differing:
         warnings.warn(f"cifar10: {', '.join(differing)} differ from the official md5 sums; the contents passed the "
                       "shape, count and label checks (50,000/10,000 images, 10 balanced classes) and are used",

@@ -17,9 +17,10 @@ from typing import Any
 
 import torch
 
-from netquant import batchnorm, data, logs, models, prune, train
+from netquant import batchnorm, container, data, importance, logs, models, prune, train
 from netquant.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from netquant.io import atomic_path, write_json, write_text
+from netquant.io import atomic_path, read_json, write_json, write_text
+from netquant.qmodel import from_pruned
 
 log = logging.getLogger("netquant")
 
@@ -51,6 +52,14 @@ def source_for(source: dict[str, Any], workers: int = 0):
                             image_size=source.get("image_size", 224), resize=source.get("resize", 256))
 
 
+def describe(arch: str, dataset: str, data_source) -> dict[str, Any]:
+    """The network description stored in a file (checked by ``compress.build_from_description`` when the
+    file is read): enough to build the network again."""
+    channels, size = data_source.input_shape
+    return {"arch": arch, "dataset": dataset, "num_classes": int(data_source.num_classes),
+            "in_channels": int(channels), "input_size": int(size)}
+
+
 def build_model(arch: str, data_source, pretrained: str | None = None) -> torch.nn.Module:
     """A network of ``arch`` shaped for ``data_source`` (its classes, channels and image size)."""
     channels, size = data_source.input_shape
@@ -60,9 +69,7 @@ def build_model(arch: str, data_source, pretrained: str | None = None) -> torch.
 
 def test_metrics(model: torch.nn.Module, source, device: str) -> dict:
     """Test loss and accuracy (%), and top-5 where the data source reports it (ImageNet)."""
-    from netquant import compress
-
-    return compress.evaluate(model, source.test_batches(), device=device, topk=source.topk)
+    return train.evaluate(model, source.test_batches(), device=train.resolve_device(device), topk=source.topk)
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -214,8 +221,6 @@ def compute_importance(arch: str, cfg: dict, name: str, *, model_path: str, sour
                        out_summary: str, seed: int, device: str, workers: int = 0) -> dict:
     """Importance ``name`` of a model: ``hessian-N`` (diagonal Hessian over N training samples) or ``adam``
     (sqrt of Adam's bias-corrected second moments after retraining, paper section 3.5)."""
-    from netquant import importance
-
     device = train.resolve_device(device)
     data_source = source_for(source, workers)
     model, ckpt = load_network(arch, model_path, data_source)
@@ -227,8 +232,8 @@ def compute_importance(arch: str, cfg: dict, name: str, *, model_path: str, sour
             raise ValueError(f"importance {name} needs {n} training samples but {source['dataset']} has "
                              f"{data_source.samples_per_epoch}; use fewer samples in the config's figures.*")
         h = importance.hessian_diagonal(model, data_source.train_sample(n, cfg["batch_size"], seed), n,
-                                        estimator=cfg["estimator"], floor=cfg["floor"], seed=seed, progress=True)
-        details = {"samples": n, "estimator": cfg["estimator"], "floor": cfg["floor"]}
+                                        estimator=cfg["estimator"], clamp=cfg["clamp"], seed=seed, progress=True)
+        details = {"samples": n, "estimator": cfg["estimator"], "clamp": cfg["clamp"]}
     elif name == "adam":
         acfg = cfg["adam"]
         g = torch.Generator().manual_seed(seed)
@@ -253,15 +258,11 @@ def encode_pruned(arch: str, *, model_path: str, metrics_path: str, source: dict
                   out_metrics: str) -> dict:
     """The pruned model before quantization as a file: the 32-bit value of every kept weight plus the coded
     positions (the paper's "pruned model" row of Table 1), and its size accounting."""
-    from netquant import compress, container
-    from netquant.io import read_json
-    from netquant.qmodel import from_pruned
-
     ckpt = load_checkpoint(model_path)
     if not ckpt.masks:
         raise ValueError(f"{model_path} has no pruning masks; only a pruned model can be encoded this way")
     parameters = [row["name"] for row in read_json(metrics_path)["layers"]]
-    network = compress.describe(arch, source["dataset"], source_for(source))
+    network = describe(arch, source["dataset"], source_for(source))
     state, _ = batchnorm.fold(build_model(arch, source_for(source)), ckpt.state_dict)
     qmodel = from_pruned(state, ckpt.masks, param_names=parameters, network=network)
     m = container.save(out_file, qmodel, label_code="raw", index_code=coding_cfg["index_code"],

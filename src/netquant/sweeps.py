@@ -1,8 +1,8 @@
 """The sweep and search steps: quantize a model at a rate, fine-tune, write files, evaluate what they decode to.
 
-A curve (:class:`Curve`) is opened once; each of its points goes through the public API
-(:mod:`netquant.compress`): quantize, fine-tune the shared values, write the file (and, for a pruned,
-fine-tuned point, the same network in the other codes of :data:`VARIANT_CODES`), evaluate the decoded
+A curve (:class:`Curve`) is opened once; each of its points is measured by
+:func:`netquant.measure.measure_rate`: quantize, fine-tune the shared values, write the file (and, for a
+pruned, fine-tuned point, the same network in the codes of :data:`OTHER_CODES`), evaluate the decoded
 network. ``sweep_curve`` measures a rate grid (the figures' curves), ``search_curve`` the operating-point
 search of a Table 1 row (:mod:`netquant.search`).
 """
@@ -13,41 +13,25 @@ import logging
 import math
 import os
 import shutil
-import time
 from dataclasses import dataclass
 from typing import Any
 
+import pandas as pd
 import torch
 
-from netquant import train
-from netquant.steps import build_model, load_network, source_for, test_metrics, write_csv
+from netquant import report, search, train
+from netquant.io import read_json
+from netquant.measure import measure_rate
+from netquant.quantize import quantized_names, rate_parameter
+from netquant.quantize.network import network_rate_grid
+from netquant.steps import describe, load_network, source_for, test_metrics, write_csv
 
 log = logging.getLogger("netquant")
 
-# The codes of the extra files of a pruned, fine-tuned point: name -> what differs from the config's coding
-VARIANT_CODES = {"ans": {"label_code": "ans"}, "runlength": {"index_code": "mask-ans"},
-                 "context": {"label_code": "ans-layer", "index_code": "mask-context"}}
-
-
-def write_point(stem: str, qmodel, coding_cfg: dict, *, variants: bool) -> tuple[Any, dict, dict]:
-    """Write one sweep point as ``<stem>.nqz`` with the config's codes and, with ``variants``, the same
-    network as ``<stem>-ans.nqz`` (ANS-coded labels), ``<stem>-runlength.nqz`` (mask-ANS positions) and
-    ``<stem>-context.nqz`` (labels with per-layer models, positions with the context model: the best codes).
-
-    Every stream is computed once (one ``container.Encoding``) and every file decoded once, when it is
-    checked before being written. Returns (what the main file decodes to, its metrics,
-    {variant: (path, metrics)}); each variant decodes bit-exactly to the same network.
-    """
-    from netquant import compress, container
-
-    encoding = container.Encoding(qmodel, coding_cfg["index_bound"])
-    decoded, metrics = compress.write(qmodel, f"{stem}.nqz", encoding=encoding, **coding_cfg)
-    written = {}
-    if variants:
-        for name, code in VARIANT_CODES.items():
-            path = f"{stem}-{name}.nqz"
-            written[name] = (path, compress.write(qmodel, path, encoding=encoding, **{**coding_cfg, **code})[1])
-    return decoded, metrics, written
+# The other files of a pruned, fine-tuned point: the same network with other codes (name -> the codes that
+# differ from the config's coding); Table 1 reports each
+OTHER_CODES = {"ans": {"label_code": "ans"}, "mask-ans": {"index_code": "mask-ans"},
+               "context": {"label_code": "ans-layer", "index_code": "mask-context"}}
 
 
 @dataclass
@@ -74,19 +58,15 @@ class Curve:
 
     @property
     def rate_name(self) -> str:
-        from netquant import quantize
-
-        return quantize.rate_parameter(self.method)
+        return rate_parameter(self.method)
 
 
 def open_curve(arch: str, finetune: dict, *, method: str, importance_name: str, scope: str, quantize_cfg: dict,
                coding_cfg: dict, model_path: str, importance_path: str | None, source: dict, device: str,
                workers: int = 0) -> Curve:
-    from netquant import compress
-
     data_source = source_for(source, workers)
     model, ckpt = load_network(arch, model_path, data_source)
-    names = compress.quantized_names(model, quantize_cfg["params"])
+    names = quantized_names(model, quantize_cfg["params"])
     h = torch.load(importance_path, map_location="cpu", weights_only=True) if importance_path else None
     return Curve(arch, method, importance_name, scope, source, data_source, model, ckpt.meta.get("stage", ""),
                  quantize_cfg["params"], names, {k: v for k, v in ckpt.masks.items() if k in names}, h,
@@ -95,59 +75,55 @@ def open_curve(arch: str, finetune: dict, *, method: str, importance_name: str, 
 
 def measure_point(curve: Curve, value: float, out_dir: str, *, seeds: list[int], generator=None,
                   keep_unfinetuned: bool = True) -> list[dict]:
-    """Quantize at one rate value, fine-tune once per seed (a generator drawn in turn when given, as the
-    sweep does), write each result (and the quantized model before fine-tuning) as files, and evaluate
-    what each file decodes to. One row per file written as the main file. The steps are those of the
-    public API (:mod:`netquant.compress`)."""
-    from netquant import compress
+    """Measure one rate value of the curve (:func:`netquant.measure.measure_rate`): fine-tuned once per seed
+    (a generator drawn in turn when given, as the sweep does), each result (and the quantized model before
+    fine-tuning) written as files, each file's decoded network evaluated. One row per main file."""
+    point = f"{curve.rate_name}={value:.6g}"
 
-    start = time.perf_counter()
-    qmodel, results = compress.quantize(
-        curve.model, curve.importance, method=curve.method, scope=curve.scope, include=curve.include,
-        masks=curve.masks, seed=seeds[0], return_results=True,
-        network=compress.describe(curve.arch, curve.source["dataset"], curve.data_source),
-        **{curve.rate_name: value}, **curve.options)
-    quantize_seconds = time.perf_counter() - start
+    def stem(seed: int | None) -> str:
+        suffix = "" if seed is None else "-ft" + (f"-seed{seed}" if generator is None else "")
+        return os.path.join(out_dir, f"{point}{suffix}")
+
+    def batches(seed: int):
+        g = generator if generator is not None else torch.Generator().manual_seed(seed)
+        return lambda: curve.data_source.train_epoch(curve.finetune["batch_size"], g, augment="none")
+
+    measured = measure_rate(
+        curve.model, curve.importance, {curve.rate_name: value}, method=curve.method,
+        quantize={"scope": curve.scope, "include": curve.include, "masks": curve.masks, "seed": seeds[0],
+                  "network": describe(curve.arch, curve.source["dataset"], curve.data_source),
+                  "options": curve.options},
+        finetune={k: v for k, v in curve.finetune.items() if k != "batch_size"}, train_batches=batches,
+        seeds=seeds, test=lambda network: test_metrics(network, curve.data_source, curve.device), stem=stem,
+        coding=curve.coding, other_codes=OTHER_CODES if curve.masks else None, keep_unfinetuned=keep_unfinetuned,
+        device=curve.device)
+    results = measured.results
     distortion = (sum(r.weighted_distortion * len(r.labels) for r in results)
                   / max(1, sum(len(r.labels) for r in results)))
-    point = f"{curve.rate_name}={value:.6g}"
-    versions = [(None, False, qmodel, 0.0)] if keep_unfinetuned else []
-    for seed in seeds:
-        g = generator if generator is not None else torch.Generator().manual_seed(seed)
-        start = time.perf_counter()
-        tuned = compress.finetune(
-            curve.model, qmodel,
-            lambda g=g: curve.data_source.train_epoch(curve.finetune["batch_size"], g, augment="none"),
-            device=curve.device, **{k: v for k, v in curve.finetune.items() if k != "batch_size"})
-        versions.append((seed, True, tuned, time.perf_counter() - start))
     rows = []
-    for seed, finetuned, qm, finetune_seconds in versions:
-        suffix = ("-ft" if finetuned else "") + (f"-seed{seed}" if generator is None and finetuned else "")
-        stem = os.path.join(out_dir, f"{point}{suffix}")
-        # Table 1's rows are the pruned, fine-tuned points: those are written in every code it reports
-        decoded, m, variants = write_point(stem, qm, curve.coding, variants=finetuned and bool(curve.masks))
-        result = test_metrics(compress.load_decoded(decoded, build_model(curve.arch, curve.data_source)),
-                              curve.data_source, curve.device)
+    for file in measured.files:
+        m, result, others = file.metrics, file.evaluation, file.other_files
         bits = m["bits_per_weight"]
         rows.append({
             "network": curve.arch, "variant": curve.stage, "scope": curve.scope, "method": curve.method,
             "importance": curve.importance_name, "rate_name": curve.rate_name, "rate_value": value,
-            "finetuned": finetuned, "clusters": sum(len(b) for b in qm.codebooks),
+            "finetuned": file.finetuned, "clusters": sum(len(b) for b in file.decoded.codebooks),
             "entropy_bits": m["label_entropy_bits"], "bits_fixed": bits["fixed"], "bits_huffman": bits["huffman"],
             "bits_ans": bits["ans"], "bits_ans_layer": bits["ans_layer"],
-            **{f"index_bits_{code.replace('-', '_')}": value for code, value in m["index_bits_per_kept"].items()},
+            **{f"index_bits_{code.replace('-', '_')}": v for code, v in m["index_bits_per_kept"].items()},
             "accuracy": result["accuracy"], "top5": result.get("top5", float("nan")),
             "loss": result["loss"], "ratio_file": m["ratio_file"], "ratio_eq1": m["ratio_eq1"],
-            **{f"ratio_file_{name}": variants[name][1]["ratio_file"] if name in variants else float("nan")
-               for name in VARIANT_CODES},
+            **{f"ratio_file_{name.replace('-', '_')}": others[name][1]["ratio_file"] if name in others
+               else float("nan") for name in OTHER_CODES},
             "file_bytes": m["file_bytes"], "n_params": m["n_params"], "n_quantized": m["n_quantized"],
-            "weighted_distortion": distortion, "quantize_seconds": quantize_seconds,
-            "finetune_seconds": finetune_seconds, "path": os.path.relpath(f"{stem}.nqz"),
-            **{f"path_{name}": os.path.relpath(variants[name][0]) if name in variants else ""
-               for name in VARIANT_CODES},
-            **({} if generator is not None or not finetuned else {"seed": seed}),
+            "weighted_distortion": distortion, "quantize_seconds": measured.quantize_seconds,
+            "finetune_seconds": file.finetune_seconds, "path": os.path.relpath(file.path),
+            **{f"path_{name.replace('-', '_')}": os.path.relpath(others[name][0]) if name in others else ""
+               for name in OTHER_CODES},
+            **({} if generator is not None or not file.finetuned else {"seed": file.seed}),
         })
-        label = (" +ft" if finetuned else "") + (f" seed {seed}" if generator is None and finetuned else "")
+        label = (" +ft" if file.finetuned else "") + (f" seed {file.seed}" if generator is None and file.finetuned
+                                                      else "")
         log.info("%s %s/%s %s%s: %.2f%%, %.3f bits (Huffman), ratio %.2f", curve.arch, curve.method,
                  curve.importance_name, point, label, result["accuracy"], bits["huffman"], m["ratio_file"])
     return rows
@@ -170,12 +146,10 @@ def sweep_curve(arch: str, finetune: dict, *, method: str, importance_name: str,
     fine-tuning settings (``steps`` >= 1, ``lr``, ``momentum``, ``weight_decay``, ``reduction``, ``batch_size``,
     ``precision``, ``max_grad_norm``).
     """
-    from netquant import compress
-
     curve = open_curve(arch, finetune, method=method, importance_name=importance_name, scope=scope,
                        quantize_cfg=quantize_cfg, coding_cfg=coding_cfg, model_path=model_path,
                        importance_path=importance_path, source=source, device=device, workers=workers)
-    grid = compress.rate_grid(curve.model, curve.importance, method=method, names=curve.names, masks=curve.masks,
+    grid = network_rate_grid(curve.model, curve.importance, method=method, names=curve.names, masks=curve.masks,
                               zero_center=curve.options.get("zero_center", True), **quantize_cfg["rates"])
     g = torch.Generator().manual_seed(seed)  # fine-tuning batches, drawn in turn by the points of the grid
     _fresh_folder(out_dir)
@@ -186,8 +160,6 @@ def sweep_curve(arch: str, finetune: dict, *, method: str, importance_name: str,
 
 def paper_floor(arch: str, method: str, importance_name: str) -> float:
     """The paper's Table 1 accuracy of the row a curve serves (the DP solvers: that of their heuristic)."""
-    from netquant import report
-
     counterpart = {"dp-kmeans": "hwkmeans", "dp-ecsq": "ecsq"}.get(method, method)
     key = {"kmeans": "kmeans", "uniform": "uniform", "ecsq": "ecsq"}.get(counterpart)
     if counterpart == "hwkmeans":
@@ -210,11 +182,6 @@ def search_curve(arch: str, finetune: dict, *, method: str, importance_name: str
     best sweep point is measured with the seeds too when the probes do not beat it. One row per probe and
     seed goes to ``out_table``, with the probe's mean and spread and whether it is the one selected.
     """
-    import pandas as pd
-
-    from netquant import search
-    from netquant.io import read_json
-
     floor = read_json(model_metrics)["accuracy"] if floor_name == "pruned" else paper_floor(arch, method,
                                                                                           importance_name)
     curve = open_curve(arch, finetune, method=method, importance_name=importance_name, scope="all",

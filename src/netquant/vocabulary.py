@@ -25,6 +25,8 @@ ARCHS = ("lenet5", "resnet32", "alexnet")
 FOLDER_DATASETS = ("imagenet", "synthetic-imagenet")  # streamed from an image folder
 TENSOR_DATASETS = ("mnist", "cifar10", "synthetic-mnist", "synthetic-cifar10")  # prepared into memory
 DATASETS = TENSOR_DATASETS + FOLDER_DATASETS
+# the real datasets prepared into memory: training images, test images, image shape (checked on preparing)
+DATASET_SPLITS = {"mnist": (60000, 10000, (1, 28, 28)), "cifar10": (50000, 10000, (3, 32, 32))}
 
 # the codes of a .nqz file (netquant.coding; the codec table netquant.container.codes stores each ID)
 LABEL_CODES = ("fixed", "huffman", "ans", "raw", "ans-layer")

@@ -107,7 +107,7 @@ def importance_params(wildcards):
     section = config["importance"]
     if wildcards.importance == "adam":
         return {"adam": section["adam"]}
-    return {key: section[key] for key in ("estimator", "batch_size", "floor")}
+    return {key: section[key] for key in ("estimator", "batch_size", "clamp")}
 
 
 def importance_input(wildcards, variant=None):

@@ -7,7 +7,7 @@
   how it encodes and decodes);
 - ``binary``: :class:`ContainerError`, varints, CRCs and the bounded section reader;
 - ``files``: :func:`write` (only what decodes bit-exactly is written), :func:`save`, :func:`read`,
-  :func:`load`;
+  :func:`read_state_dict`;
 - ``accounting``: what a file's bits are spent on (:func:`metrics`), the paper's eq. (1)
   (:func:`eq1_ratio`).
 
@@ -17,7 +17,7 @@ A pruned, unquantized model becomes a file through :func:`netquant.qmodel.from_p
 
 from netquant.container.accounting import eq1_ratio, file_metrics, metrics
 from netquant.container.binary import ContainerError
-from netquant.container.files import load, read, save, write
+from netquant.container.files import read, read_state_dict, save, write
 from netquant.container.format import (
     DEFAULT_INDEX_BOUND,
     INDEX_CODES,
@@ -34,6 +34,6 @@ from netquant.container.format import (
 
 __all__ = [
     "DEFAULT_INDEX_BOUND", "INDEX_CODES", "LABEL_CODES", "MAGIC", "READABLE_VERSIONS", "SECTIONS", "VERSION",
-    "ContainerError", "Encoding", "decode", "encode", "eq1_ratio", "file_metrics", "load", "metrics", "parse",
-    "read", "save", "write",
+    "ContainerError", "Encoding", "decode", "encode", "eq1_ratio", "file_metrics", "metrics", "parse", "read",
+    "read_state_dict", "save", "write",
 ]

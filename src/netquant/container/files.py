@@ -31,7 +31,7 @@ def read(path: str | os.PathLike, max_elements: int | None = None) -> QuantizedM
         raise ContainerError(f"{path}: {exc}") from None
 
 
-def load(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The decoded network of the .nqz file ``path`` as a PyTorch state_dict (original key order)."""
     return read(path).state_dict()
 

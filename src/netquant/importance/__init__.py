@@ -44,9 +44,9 @@ Gauss-Newton diagonal is >= 0 by construction; negative values come only from th
 estimate. Zeros occur for parameters that never influence the loss on the samples (dead units) or where the
 softmax is saturated to exactly 0/1 in floating point.
 
-Floor (the treatment of negative or zero curvature): every estimate is clamped to
-``max(h, floor * mean(|h|))``, the mean taken over *all* parameters of the model (all layers are quantized
-together), so the quantizers receive finite h > 0 and weighted means never divide by zero. ``floor=None``
+Clamp (the treatment of negative or zero curvature): every estimate is clamped to
+``max(h, clamp * mean(|h|))``, the mean taken over *all* parameters of the model (all layers are quantized
+together), so the quantizers receive finite h > 0 and weighted means never divide by zero. ``clamp=None``
 returns the raw estimate.
 """
 
@@ -70,7 +70,7 @@ from netquant.vocabulary import DEFAULT_ESTIMATOR, ESTIMATORS
 
 BACKENDS = ("auto", "modules", "func")
 
-__all__ = ["BACKENDS", "ESTIMATORS", "adam_second_moments", "apply_floor", "backprop_diagonal", "hessian_diagonal",
+__all__ = ["BACKENDS", "ESTIMATORS", "adam_second_moments", "apply_clamp", "backprop_diagonal", "hessian_diagonal",
            "layer_summary"]
 
 
@@ -80,7 +80,7 @@ def hessian_diagonal(
     n_samples: int,
     *,
     estimator: str = DEFAULT_ESTIMATOR,
-    floor: float | None = 1e-8,
+    clamp: float | None = 1e-8,
     seed: int = 0,
     mc_samples: int = 1,
     n_probes: int = 1,
@@ -102,7 +102,7 @@ def hessian_diagonal(
         n_samples: number of samples averaged over (the paper uses 50,000 and 1,000).
         estimator: ``"ggn-mc"`` (default), ``"ggn"`` (the exact Gauss-Newton diagonal),
             ``"becker-lecun"`` or ``"hutchinson"``; see the module docstring.
-        floor: relative floor; the result is ``max(h, floor * mean(|h|))`` with the mean over all
+        clamp: relative clamp; the result is ``max(h, clamp * mean(|h|))`` with the mean over all
             parameters. ``None`` returns the raw estimate (Hutchinson's can be negative).
         seed: seeds the label draws of ``"ggn-mc"`` and the probes of ``"hutchinson"``.
         mc_samples: label draws per sample for ``"ggn-mc"``.
@@ -126,8 +126,8 @@ def hessian_diagonal(
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
         raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
-    if floor is not None and not (floor >= 0 and math.isfinite(floor)):
-        raise ValueError(f"floor must be a finite number >= 0 or None, got {floor!r}")
+    if clamp is not None and not (clamp >= 0 and math.isfinite(clamp)):
+        raise ValueError(f"clamp must be a finite number >= 0 or None, got {clamp!r}")
     for name, m in model.named_modules():
         if isinstance(m, _BatchNorm) and m.running_mean is None:
             raise ValueError(
@@ -196,11 +196,11 @@ def hessian_diagonal(
         )
     scale = 1.0 / (n_samples * (n_probes if estimator == "hutchinson" else 1))
     raw = {k: (v * scale).to(dtype=params[k].dtype).cpu() for k, v in total.items()}
-    return raw if floor is None else apply_floor(raw, floor)
+    return raw if clamp is None else apply_clamp(raw, clamp)
 
 
-def apply_floor(importance: dict[str, torch.Tensor], floor: float) -> dict[str, torch.Tensor]:
-    """Clamp every value to ``floor * mean(|h|)``, the mean over all entries of all tensors.
+def apply_clamp(importance: dict[str, torch.Tensor], clamp: float) -> dict[str, torch.Tensor]:
+    """Clamp every value to ``clamp * mean(|h|)``, the mean over all entries of all tensors.
 
     Raises ValueError if any value is not finite or if all values are zero (no curvature anywhere means the
     estimate is unusable, not that every parameter is unimportant).
@@ -215,7 +215,7 @@ def apply_floor(importance: dict[str, torch.Tensor], floor: float) -> dict[str, 
             "the importance estimate is zero for every parameter (a softmax saturated to exactly 0/1 on "
             "every sample, or too few samples/label draws); use more samples or the 'ggn' estimator"
         )
-    threshold = floor * abs_sum / count
+    threshold = clamp * abs_sum / count
     return {k: h.clamp(min=threshold) for k, h in importance.items()}
 
 

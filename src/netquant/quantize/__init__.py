@@ -13,7 +13,10 @@ The files follow the algorithm families:
 - ``lloyd``: k-means and Hessian-weighted k-means; ``ecsq``: iterative ECSQ (Algorithm 1);
 - ``uniform``: uniform quantization with plain or weighted bin means;
 - ``dp``: exact dynamic-programming solvers (optimal k-means; optimal interval-cell ECSQ);
-- ``rates``: rate grids (k, step or lam for a range of bits); ``model``: :func:`quantize_model`;
+- ``rates``: rate grids (k, step or lam for a range of bits); ``model``: :func:`quantize_model`, a
+  state_dict's tensors with one codebook or one per layer;
+- ``network``: :func:`quantize_network`, an ``nn.Module``: which parameters, their masks, BatchNorm folded,
+  the rate as the method's own parameter (the workflow's points and ``netquant.compress`` both use it);
 - ``checks``, ``result``: argument checks and the result type.
 
 The choices the paper leaves open (initialisation, iteration limits, rate grids, whether 0 is a bin
@@ -21,9 +24,11 @@ centre, ...) are options of :func:`quantize`, exposed as config keys and listed 
 """
 
 from netquant.quantize.model import kept_values, quantize_model
+from netquant.quantize.network import quantize_network, quantized_names
 from netquant.quantize.rates import rate_grid, rate_parameter
 from netquant.quantize.result import QuantizationResult
 from netquant.quantize.vector import method_options, quantize
 from netquant.vocabulary import METHODS
 
-__all__ = ["METHODS", "QuantizationResult", "kept_values", "method_options", "quantize", "quantize_model", "rate_grid", "rate_parameter"]
+__all__ = ["METHODS", "QuantizationResult", "kept_values", "method_options", "quantize", "quantize_model",
+           "quantize_network", "quantized_names", "rate_grid", "rate_parameter"]

@@ -6,10 +6,10 @@ Inputs
             network, variant (baseline|pruned), scope (all|layer), method, importance, rate_name,
             rate_value, finetuned, clusters, entropy_bits, bits_fixed, bits_huffman, bits_ans (average
             codeword length per quantized weight, bits), accuracy, top5 (test %), ratio_file,
-            ratio_eq1, ratio_file_ans, ratio_file_runlength, ratio_file_context, file_bytes, path (and,
-            for the pruned, fine-tuned points, path_ans, path_runlength and path_context: the same network
+            ratio_eq1, ratio_file_ans, ratio_file_mask_ans, ratio_file_context, file_bytes, path (and,
+            for the pruned, fine-tuned points, path_ans, path_mask_ans and path_context: the same network
             with ANS-coded labels, with mask-ANS positions, and with per-layer label models and
-            context-modelled positions, each a real file; ``netquant.sweeps.VARIANT_CODES``).
+            context-modelled positions, each a real file; ``netquant.sweeps.OTHER_CODES``).
 ``models``  the models before quantization (``results/tables/models.csv``): network, variant,
             accuracy, top5, parameters, nonzeros, ratio_file (pruned: 32-bit values + coded indices).
 ``skipped`` {network: reason} for networks that were not run (e.g. AlexNet without ImageNet).
