@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from netquant import compress, container, models, reference, report
+from netquant import compress, container, models, readme, reference, report
 
 FIGURES = {"fig2": {}}  # no figure-2 curves: the shared figure is not drawn here
 
@@ -52,7 +52,7 @@ def _finished_run(folder: Path, accuracies: dict[str, float], *, ratio_file: boo
 
 def test_a_run_is_kept_with_its_files_and_its_run_page(tmp_path):
     run = _finished_run(tmp_path / "run", {"lenet5": 99.3, "resnet32": 91.7})
-    readme = reference.collect(run / "results", tmp_path / "ref", command="snakemake --cores 2", logs=run / "logs",
+    page = reference.collect(run / "results", tmp_path / "ref", command="snakemake --cores 2", logs=run / "logs",
                                run_folder=run, note="resumed once")
     table1 = pd.read_csv(tmp_path / "ref/tables/table1.csv")
     assert list(table1["path"]) == ["files/lenet5/uniform-paper.nqz", "files/resnet32/uniform-paper.nqz"]
@@ -63,7 +63,7 @@ def test_a_run_is_kept_with_its_files_and_its_run_page(tmp_path):
         assert "snakemake --cores 2" in page and "| sweep | 2 | 25 | 12 |" in page
         assert "- wall time: 1500.5 min, summed over 2 Snakemake invocations" in page
         assert "- note: resumed once" in page
-    assert "lenet5/RUN.md" in readme.read_text() and "machine:" in readme.read_text()
+    assert "lenet5/RUN.md" in page.read_text() and "machine:" in page.read_text()
     with pytest.raises(FileExistsError, match="--add"):
         reference.collect(run / "results", tmp_path / "ref", command="again", logs=run / "logs", run_folder=run)
 
@@ -108,20 +108,20 @@ def test_readme_blocks_are_generated_from_their_reference_folders(tmp_path):
     for name, accuracy in (("ref", 99.3), ("rerun", 99.1)):
         run = _finished_run(tmp_path / f"run-{name}", {"lenet5": accuracy})
         reference.collect(run / "results", tmp_path / name, command=name, logs=run / "logs", run_folder=run)
-    readme = tmp_path / "README.md"
-    readme.write_text("# x\n<!-- reference: table1 lenet5 ref -->\nstale\n<!-- end reference -->\n"
+    page = tmp_path / "README.md"
+    page.write_text("# x\n<!-- reference: table1 lenet5 ref -->\nstale\n<!-- end reference -->\n"
                       "<!-- reference: rerun lenet5 ref rerun -->\n<!-- end reference -->\n"
                       "<!-- reference: coding lenet5 ref -->\n<!-- end reference -->\ntail\n")
-    text = reference.refreshed_readme(readme)
+    text = readme.refreshed_readme(page)
     assert "stale" not in text and text.endswith("tail\n")
     assert "| Uniform quantization | paper | 99.30% |" in text
     assert "| Uniform quantization | paper | 99.30% / " in text and "| -0.20 points / +0.0% |" in text
     m = container.metrics(tmp_path / "ref/files/lenet5/uniform-paper.nqz")
     assert (f"| Uniform quantization | paper | huffman, {m['bits_per_weight']['in_file']:.3f} | "
             f"{m['label_entropy_bits']:.3f} | deep-compression, ") in text
-    readme.write_text("<!-- reference: figure lenet5 ref -->\n<!-- end reference -->\n")
+    page.write_text("<!-- reference: figure lenet5 ref -->\n<!-- end reference -->\n")
     with pytest.raises(ValueError, match="expected 'table1 NETWORK FOLDER'"):
-        reference.refreshed_readme(readme)
+        readme.refreshed_readme(page)
 
 
 def test_the_rerun_table_keeps_table1_order_and_the_rows_of_either_run(tmp_path):
@@ -137,7 +137,7 @@ def test_the_rerun_table_keeps_table1_order_and_the_rows_of_either_run(tmp_path)
     for name, rows in runs.items():
         (tmp_path / name / "tables").mkdir(parents=True)
         pd.DataFrame(rows, columns=columns).to_csv(tmp_path / name / "tables/table1.csv", index=False)
-    lines = reference.rerun_block(tmp_path / "a", tmp_path / "b", "lenet5").splitlines()[2:]
+    lines = readme.rerun_block(tmp_path / "a", tmp_path / "b", "lenet5").splitlines()[2:]
     assert [line.split(" | ")[0] for line in lines] == ["| Pruned model", "| Uniform quantization", "| k-means",
                                                          "| Iterative ECSQ"]
     assert lines[1].endswith("| 99.30% / 50.00x | - | - |") and lines[2].endswith("| +0.00 points / +10.0% |")
@@ -145,7 +145,7 @@ def test_the_rerun_table_keeps_table1_order_and_the_rows_of_either_run(tmp_path)
 
 
 def test_the_readme_tables_match_the_committed_reference_results():
-    readme = Path(__file__).resolve().parents[1] / "README.md"
-    assert "<!-- reference: table1 lenet5 reference/cpu -->" in readme.read_text()
-    assert reference.refreshed_readme(readme) == readme.read_text(), \
+    page = Path(__file__).resolve().parents[1] / "README.md"
+    assert "<!-- reference: table1 lenet5 reference/cpu -->" in page.read_text()
+    assert readme.refreshed_readme(page) == page.read_text(), \
         "README.md's reference tables are stale: run python -m netquant readme README.md"

@@ -27,6 +27,7 @@ from netquant import compress, container, reference
 from netquant.container import ContainerError
 from netquant.io import atomic_path, write_text
 from netquant.quantize.network import INCLUDE
+from netquant.readme import refreshed_readme
 from netquant.vocabulary import DATASET_SPLITS, METHODS
 
 
@@ -145,7 +146,7 @@ def _reference(args: argparse.Namespace) -> int:
 
 
 def _readme(args: argparse.Namespace) -> int:
-    write_text(args.readme, reference.refreshed_readme(args.readme))
+    write_text(args.readme, refreshed_readme(args.readme))
     print(f"wrote {args.readme}: its reference tables generated again")
     return 0
 
