@@ -3,7 +3,8 @@ epochs, with and without BatchNorm statistics measured again, each a real file.
 
     python benchmarks/bench_finetune_recovery.py --arch resnet32 --model results/resnet32/pruned/model.pt \
         --data resources/data/cifar10.pt --importance-samples 5000 --bits 2.5 3 \
-        --methods uniform hwkmeans [--train-unquantized both] --json out.json
+        --methods uniform hwkmeans [--train-unquantized both] [--params weights+biases] [--no-reestimate] \
+        --json out.json
 
 For each method and rate the pruned model is quantized once (all layers together, the pruning masks kept)
 and fine-tuned with the network's config settings (``<arch>.finetune``) in one run whose shared values are
@@ -11,7 +12,9 @@ taken at each step count (the SGD momentum restarts at each, a negligible differ
 written as a ``.nqz`` file twice - with BatchNorm folded, as the workflow writes it, and with its statistics
 measured again on ``--bn-batches`` training batches of the quantized network (``batchnorm.reestimate``;
 that file stores the statistics) - and each file is decoded and evaluated on the whole test set. ``--train-unquantized both`` repeats every run
-with the unquantized parameters (biases, BatchNorm's affine parameters) trained as well.
+with the unquantized parameters (biases, BatchNorm's affine parameters) trained as well; ``--params``
+chooses which parameters are quantized (default: the config's ``quantize.params``); ``--no-reestimate`` skips
+the files with BatchNorm statistics measured again.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ def evaluate_file(arch: str, qmodel, data_source, path: Path) -> dict:
 def run(args, method: str, bits: float, train_unquantized: bool, model, masks, h, data_source, cfg,
         folder: Path) -> list[dict]:
     """One quantization, fine-tuned in one run; every snapshot written, decoded and evaluated twice."""
-    q = compress.quantize(model, h, method=method, bits=bits, masks=masks, include=cfg["quantize"]["params"],
+    q = compress.quantize(model, h, method=method, bits=bits, masks=masks, include=args.params,
                           **cfg["quantize"]["options"])
     settings = config.finetune_of(cfg, args.arch, "pruned")
     finetune = {k: v for k, v in settings.items() if k not in ("batch_size", "steps")}
@@ -62,6 +65,14 @@ def run(args, method: str, bits: float, train_unquantized: bool, model, masks, h
             done = count
         stem = f"{method}-{bits:g}bits-{'all' if train_unquantized else 'centres'}-{count}steps"
         kept = evaluate_file(args.arch, q, data_source, folder / f"{stem}.nqz")
+        row = {"method": method, "bits": bits, "params": args.params,
+               "trained": "centres + unquantized" if train_unquantized else "centres",
+               "steps": count, "epochs": count / epoch, "finetune_seconds": seconds,
+               "accuracy": kept["accuracy"], "ratio": kept["ratio"]}
+        if args.no_reestimate:
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+            continue
         # the statistics of training: batches drawn as the network was trained (its augmentation)
         bn_batches = data_source.train_epoch(batch_size, torch.Generator().manual_seed(1),
                                              augment=cfg[args.arch]["train"]["augment"])
@@ -69,10 +80,7 @@ def run(args, method: str, bits: float, train_unquantized: bool, model, masks, h
                                         (b for _, b in zip(range(args.bn_batches), bn_batches)),
                                         unfolded=model.state_dict())
         again = evaluate_file(args.arch, measured, data_source, folder / f"{stem}-bn.nqz")
-        row = {"method": method, "bits": bits, "trained": "centres + unquantized" if train_unquantized else "centres",
-               "steps": count, "epochs": count / epoch, "finetune_seconds": seconds,
-               "accuracy": kept["accuracy"], "ratio": kept["ratio"],
-               "accuracy_bn_reestimated": again["accuracy"], "ratio_bn_reestimated": again["ratio"]}
+        row.update(accuracy_bn_reestimated=again["accuracy"], ratio_bn_reestimated=again["ratio"])
         print(json.dumps(row), flush=True)
         rows.append(row)
     return rows
@@ -89,15 +97,18 @@ def main() -> None:
     ap.add_argument("--bits", nargs="+", type=float, default=[2.5, 3.0])
     ap.add_argument("--train-unquantized", choices=["no", "yes", "both"], default="no")
     ap.add_argument("--bn-batches", type=int, default=40)
+    ap.add_argument("--params", help="which parameters are quantized (default: the config's quantize.params)")
+    ap.add_argument("--no-reestimate", action="store_true", help="skip the files with BatchNorm measured again")
     ap.add_argument("--steps", nargs="+", type=int, help="step counts (default: 0 50 200 1000, one and two epochs)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", required=True)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cfg = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    args.params = args.params or cfg["quantize"]["params"]
     data_source = steps.source_for({"dataset": args.dataset, "prepared": args.data})
     model, ckpt = steps.load_network(args.arch, args.model, data_source)
-    names = compress.quantized_names(model, cfg["quantize"]["params"])
+    names = compress.quantized_names(model, args.params)
     masks = {k: v for k, v in ckpt.masks.items() if k in names}
     start = time.perf_counter()
     icfg, h = cfg["importance"], None

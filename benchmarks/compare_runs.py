@@ -5,7 +5,9 @@
 Every ``.nqz`` file of either run must exist in the other (after the renames, applied to paths, column
 names and cells of BEFORE) with the same bytes; every CSV table the same cells, but for timing columns
 (``*seconds*``, ``*time*``) and the columns only one run has, which are listed. Model checkpoints
-(``*.pt``) are compared by their tensors. Exits 1 on any difference.
+(``*.pt``) are compared by their tensors. ``--except-description KEY``: a key that AFTER's files add to
+their network description (a change made on purpose); the files must then be the same but for it: every
+section but META byte-identical, and META's every other field. Exits 1 on any difference.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+
+from netquant import container
 
 
 def renamed(text: str, renames: list[tuple[str, str]], identifier: bool = False) -> str:
@@ -49,6 +53,19 @@ def compare_tables(a: Path, b: Path, renames) -> list[str]:
     return problems
 
 
+def same_file(a: Path, b: Path, added_key: str | None) -> bool:
+    x, y = a.read_bytes(), b.read_bytes()
+    if x == y or added_key is None:
+        return x == y
+    p, q = container.parse(x), container.parse(y)
+    if any(p.sections[tag] != q.sections[tag] for tag in container.SECTIONS if tag != "META"):
+        return False
+    q.network = {k: v for k, v in q.network.items() if k != added_key}
+    fields = ("label_code", "index_code", "index_bound", "codebook_sizes", "entries", "label_bits", "label_crc",
+              "index_symbols", "index_bits", "index_crc", "network")
+    return all(getattr(p, f) == getattr(q, f) for f in fields)
+
+
 def compare_checkpoints(a: Path, b: Path) -> list[str]:
     x, y = torch.load(a, map_location="cpu", weights_only=False), torch.load(b, map_location="cpu", weights_only=False)
     flat = lambda d: {k: v for k, v in d.items() if isinstance(v, torch.Tensor)} if isinstance(d, dict) else {}  # noqa: E731
@@ -64,6 +81,7 @@ def main() -> int:
     ap.add_argument("before", type=Path)
     ap.add_argument("after", type=Path)
     ap.add_argument("--rename", action="append", default=[], metavar="OLD=NEW")
+    ap.add_argument("--except-description", metavar="KEY", help="a key AFTER's files add to their description")
     args = ap.parse_args()
     renames = [tuple(r.split("=", 1)) for r in args.rename]
     before = {Path(renamed(str(p.relative_to(args.before)), renames)): p for p in args.before.rglob("*") if p.is_file()}
@@ -76,7 +94,7 @@ def main() -> int:
             problems.append(f"{rel}: only {'after' if rel in after else 'before'}")
             continue
         counts[rel.suffix[1:]] += 1
-        if rel.suffix == ".nqz" and before[rel].read_bytes() != after[rel].read_bytes():
+        if rel.suffix == ".nqz" and not same_file(before[rel], after[rel], args.except_description):
             problems.append(f"{rel}: bytes differ")
         elif rel.suffix == ".csv":
             problems += compare_tables(before[rel], after[rel], renames)

@@ -330,3 +330,73 @@ def test_entropy_bits():
     assert coding.entropy_bits([5]) == 0.0
     assert coding.entropy_bits([1, 1, 1, 1]) == pytest.approx(2.0)
     assert coding.entropy_bits([0, 0]) == 0.0
+
+
+@st.composite
+def plane_streams(draw):
+    """Tensors of a label stream (shapes as networks have them, a linear layer reading 2 x 2 maps among them),
+    masks of every kind, and a codebook with ranks beyond the unary part on both sides, or one sign only."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    shapes = draw(st.lists(st.sampled_from([(4, 3, 3, 3), (7,), (5, 12), (9, 5, 1, 1), (3, 20), (6, 2, 5, 5)]),
+                           min_size=1, max_size=4))
+    k = draw(st.sampled_from([1, 2, 5, 40, 300]))
+    sign = draw(st.sampled_from(["both", "positive", "negative"]))
+    book = np.sort(rng.normal(size=k)).astype(np.float32)
+    book = {"both": book, "positive": np.abs(book) + 0.01, "negative": -np.abs(book) - 0.01}[sign]
+    masks, parts = [], []
+    for shape in shapes:
+        size = int(np.prod(shape))
+        kind = draw(st.sampled_from(["empty", "full", "random"]))
+        mask = np.full(size, kind == "full") if kind != "random" else rng.random(size) < rng.random()
+        masks.append(mask)
+        parts.append(rng.integers(0, k, int(mask.sum())).astype(np.int32))
+    return shapes, masks, parts, book
+
+
+@settings(max_examples=80, deadline=None)
+@given(plane_streams())
+def test_plane_context_codes_round_trip(case):
+    shapes, masks, parts, book = case
+    sparse = [(s, m) for s, m in zip(shapes, masks) if not m.all()]
+    data = coding.context_masks_encode([m for _, m in sparse], [s for s, _ in sparse])
+    for got, (_, want) in zip(coding.context_masks_decode(data, [s for s, _ in sparse],
+                                                          [int(m.sum()) for _, m in sparse]), sparse):
+        np.testing.assert_array_equal(got, want)
+    data = coding.context_labels_encode(parts, book, shapes, masks)
+    want = np.concatenate(parts)
+    np.testing.assert_array_equal(coding.context_labels_decode(data, book, shapes, masks), want)
+
+
+def test_plane_views_read_a_linear_layer_as_the_maps_it_reads():
+    from netquant.coding.context import plane_views
+
+    assert plane_views([(20, 1, 5, 5), (20,), (50, 20, 5, 5), (500, 800), (10, 500)]) == [
+        (20, 1, 5, 5), (20, 1, 1, 1), (50, 20, 5, 5), (500, 50, 4, 4), (10, 500, 1, 1)]
+
+
+def test_plane_context_codes_use_neighbouring_weights():
+    """Smooth kernels with a structured mask: both codes spend well under the order-0 entropy of what they
+    code (the per-tensor mask entropy; the labels' entropy), which is what ans / mask-ans reach."""
+    rng = np.random.default_rng(1)
+    shape = (32, 16, 5, 5)
+    smooth = rng.normal(size=(32, 16, 1, 1)) + 0.3 * rng.normal(size=shape)
+    keep = np.abs(smooth) > np.quantile(np.abs(smooth), 0.7)
+    book = np.linspace(-3, 3, 25).astype(np.float32)
+    labels = np.abs(book[None, :] - smooth.reshape(-1)[keep.reshape(-1), None]).argmin(1).astype(np.int32)
+    mask = keep.reshape(-1)
+    position_bits = 8 * len(coding.context_masks_encode([mask], [shape]))
+    label_bits = 8 * len(coding.context_labels_encode([labels], book, [shape], [mask]))
+    assert position_bits < 0.9 * coding.mask_entropy_bits([mask.size], [int(mask.sum())])
+    assert label_bits < 0.9 * labels.size * coding.entropy_bits(coding.symbol_counts(labels, 25))
+
+
+def test_plane_context_decoders_refuse_what_was_not_announced():
+    mask = np.zeros(40, bool)
+    mask[::3] = True
+    data = coding.context_masks_encode([mask], [(4, 10)])
+    with pytest.raises(coding.CodingError):
+        coding.context_masks_decode(data, [(4, 10)], [int(mask.sum()) + 1])
+    book = np.array([-1.0, 1.0], np.float32)
+    data = coding.context_labels_encode([np.array([0, 1, 1, 0], np.int32)], book, [(4,)], [np.ones(4, bool)])
+    with pytest.raises(coding.CodingError):  # only positive values now: a negative rank is no label
+        coding.context_labels_decode(data, np.array([1.0, 2.0], np.float32), [(4,)], [np.ones(4, bool)])

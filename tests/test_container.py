@@ -493,6 +493,6 @@ def test_codec_ids_never_change_so_old_files_stay_readable():
     from netquant.container.codes import INDEX_CODE_TABLE, LABEL_CODE_TABLE
 
     assert {c.name: c.id for c in LABEL_CODE_TABLE.values()} == {"fixed": 0, "huffman": 1, "ans": 2, "raw": 3,
-                                                                  "ans-layer": 4}
+                                                                  "ans-layer": 4, "plane-context": 5}
     assert {c.name: c.id for c in INDEX_CODE_TABLE.values()} == {"deep-compression": 0, "mask-ans": 1,
-                                                                  "mask-context": 2}
+                                                                  "mask-context": 2, "plane-context": 3}

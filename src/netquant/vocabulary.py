@@ -29,8 +29,8 @@ DATASETS = TENSOR_DATASETS + FOLDER_DATASETS
 DATASET_SPLITS = {"mnist": (60000, 10000, (1, 28, 28)), "cifar10": (50000, 10000, (3, 32, 32))}
 
 # the codes of a .nqz file (netquant.coding; the codec table netquant.container.codes stores each ID)
-LABEL_CODES = ("fixed", "huffman", "ans", "raw", "ans-layer")
-INDEX_CODES = ("deep-compression", "mask-ans", "mask-context")
+LABEL_CODES = ("fixed", "huffman", "ans", "raw", "ans-layer", "plane-context")
+INDEX_CODES = ("deep-compression", "mask-ans", "mask-context", "plane-context")
 
 # the accuracy floors of an operating-point search: the pruned model's accuracy, the paper's Table 1 value
 FLOORS = ("pruned", "paper")

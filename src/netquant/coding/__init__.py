@@ -52,6 +52,10 @@ relative index), ``masks`` (Bernoulli-modelled masks: mask-ans, mask-context).
 
 from netquant.coding.ans import (ans_decode, ans_decoder, ans_encode, ans_layers_decode, ans_layers_encode,
                                  layer_label_models)
+from netquant.coding.context import labels_decode as context_labels_decode
+from netquant.coding.context import labels_encode as context_labels_encode
+from netquant.coding.context import masks_decode as context_masks_decode
+from netquant.coding.context import masks_encode as context_masks_encode
 from netquant.coding.gaps import dc_gap_symbols, dc_masks
 from netquant.coding.masks import (CONTEXT_PRIOR, mask_ans_decode, mask_ans_encode, mask_context_choice,
                                    mask_context_decode, mask_context_encode, mask_context_row_counts,
@@ -62,6 +66,7 @@ from netquant.coding.symbols import CodingError, entropy_bits, symbol_counts, va
 from netquant.vocabulary import INDEX_CODES, LABEL_CODES
 
 __all__ = ["CONTEXT_PRIOR", "INDEX_CODES", "LABEL_CODES", "CodingError", "ans_decode", "ans_decoder", "ans_encode",
+           "context_labels_decode", "context_labels_encode", "context_masks_decode", "context_masks_encode",
            "ans_layers_decode", "ans_layers_encode", "canonical_codes", "dc_gap_symbols", "dc_masks", "entropy_bits",
            "fixed_decode", "fixed_encode", "fixed_width", "huffman_decode", "huffman_encode", "huffman_lengths",
            "kraft_sum_is_one", "layer_label_models", "mask_ans_decode", "mask_ans_encode", "mask_context_choice",

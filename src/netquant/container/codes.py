@@ -34,18 +34,20 @@ class LabelStream:
 
 
 class LabelCode:
-    """A code of label streams. ``encode(parts, codebook)``: ``parts`` are the int32 labels of the stream's
-    tensors in order. ``decode(table, data, nbits, k, sizes)``: ``table`` reads the stream's table from
-    LTAB, ``sizes`` are the kept counts of its tensors. A decoder raises ``coding.CodingError``."""
+    """A code of label streams. ``encode(parts, codebook, tensors)``: ``parts`` are the int32 labels of the
+    stream's tensors in order, ``tensors`` their (shape, flat mask) (a code may model labels by position).
+    ``decode(table, data, nbits, codebook, sizes, tensors)``: ``table`` reads the stream's table from LTAB,
+    ``sizes`` are the kept counts of its tensors. A decoder raises ``coding.CodingError``."""
 
     name: str
     id: int
     stores_codebook = True
 
-    def encode(self, parts: list[np.ndarray], codebook: np.ndarray) -> tuple[bytes, bytes, int]:
+    def encode(self, parts: list[np.ndarray], codebook: np.ndarray, tensors: list) -> tuple[bytes, bytes, int]:
         raise NotImplementedError
 
-    def decode(self, table: SectionReader, data: bytes, nbits: int, k: int, sizes: list[int]) -> LabelStream:
+    def decode(self, table: SectionReader, data: bytes, nbits: int, codebook: np.ndarray, sizes: list[int],
+               tensors: list) -> LabelStream:
         raise NotImplementedError
 
     def checked_bytes(self, labels: np.ndarray, codebook: np.ndarray) -> bytes:
@@ -60,11 +62,12 @@ def _joined(parts: list[np.ndarray]) -> np.ndarray:
 class FixedLabels(LabelCode):
     name, id = "fixed", 0
 
-    def encode(self, parts, codebook):
+    def encode(self, parts, codebook, tensors):
         data, nbits = coding.fixed_encode(_joined(parts), fixed_width(len(codebook)))
         return b"", data, nbits
 
-    def decode(self, table, data, nbits, k, sizes):
+    def decode(self, table, data, nbits, codebook, sizes, tensors):
+        k = len(codebook)
         n = sum(sizes)
         if n and not k:
             raise coding.CodingError(f"{n} labels announced for an empty codebook")
@@ -76,13 +79,14 @@ class HuffmanLabels(LabelCode):
 
     name, id = "huffman", 1
 
-    def encode(self, parts, codebook):
+    def encode(self, parts, codebook, tensors):
         symbols = _joined(parts)
         lengths = coding.huffman_lengths(coding.symbol_counts(symbols, len(codebook)))  # <= 64 bits: 1 byte
         data, nbits = coding.huffman_encode(symbols, lengths)
         return (lengths + 1).astype(np.uint8).tobytes(), data, nbits
 
-    def decode(self, table, data, nbits, k, sizes):
+    def decode(self, table, data, nbits, codebook, sizes, tensors):
+        k = len(codebook)
         n = sum(sizes)
         lengths = np.frombuffer(table.take(k), np.uint8).astype(np.int64) - 1
         if n > nbits and np.count_nonzero(lengths >= 0) > 1:
@@ -95,13 +99,14 @@ class AnsLabels(LabelCode):
 
     name, id = "ans", 2
 
-    def encode(self, parts, codebook):
+    def encode(self, parts, codebook, tensors):
         symbols = _joined(parts)
         counts = coding.symbol_counts(symbols, len(codebook))
         data = coding.ans_encode(symbols, counts)
         return varints(counts), data, 8 * len(data)
 
-    def decode(self, table, data, nbits, k, sizes):
+    def decode(self, table, data, nbits, codebook, sizes, tensors):
+        k = len(codebook)
         start = table.pos
         counts = table.varints(k, "symbol counts of a label stream")
         return LabelStream(coding.ans_decode(data, counts, sum(sizes)), 8 * (table.pos - start))
@@ -114,11 +119,11 @@ class RawValues(LabelCode):
     name, id = "raw", 3
     stores_codebook = False
 
-    def encode(self, parts, codebook):
+    def encode(self, parts, codebook, tensors):
         data = codebook[_joined(parts)].astype("<f4").tobytes()
         return b"", data, 8 * len(data)
 
-    def decode(self, table, data, nbits, k, sizes):
+    def decode(self, table, data, nbits, codebook, sizes, tensors):
         n = sum(sizes)
         if nbits != 32 * n:
             raise coding.CodingError(f"raw stream has {nbits} bits, {n} values need {32 * n}")
@@ -138,13 +143,14 @@ class AnsLayerLabels(LabelCode):
 
     name, id = "ans-layer", 4
 
-    def encode(self, parts, codebook):
+    def encode(self, parts, codebook, tensors):
         shared, own = coding.layer_label_models(parts, len(codebook))
         table = varints(shared) + b"".join(b"\x00" if c is None else b"\x01" + varints(c) for c in own)
         data = coding.ans_layers_encode(parts, shared, own)
         return table, data, 8 * len(data)
 
-    def decode(self, table, data, nbits, k, sizes):
+    def decode(self, table, data, nbits, codebook, sizes, tensors):
+        k = len(codebook)
         start = table.pos
         shared = table.varints(k, "symbol counts of a label stream")
         own = []
@@ -156,6 +162,23 @@ class AnsLayerLabels(LabelCode):
         if int(shared.sum()) != sum(sizes):
             raise coding.CodingError(f"stream counts sum to {int(shared.sum())}, {sum(sizes)} labels announced")
         return LabelStream(coding.ans_layers_decode(data, sizes, shared, own), 8 * (table.pos - start))
+
+
+class PlaneContextLabels(LabelCode):
+    """Labels as signed ranks in plane order, DeepCABAC's binarisation with contexts from the neighbouring
+    weights' ranks, one rANS stream (``netquant.coding.context``); no table."""
+
+    name, id = "plane-context", 5
+
+    def encode(self, parts, codebook, tensors):
+        data = coding.context_labels_encode(parts, codebook, [s for s, _ in tensors], [m for _, m in tensors])
+        return b"", data, 8 * len(data)
+
+    def decode(self, table, data, nbits, codebook, sizes, tensors):
+        if len(data) * 8 != nbits:
+            raise coding.CodingError(f"stream has {len(data)} bytes, META announces {nbits} bits")
+        return LabelStream(coding.context_labels_decode(data, codebook, [s for s, _ in tensors],
+                                                        [m for _, m in tensors]), 0)
 
 
 @dataclass
@@ -255,10 +278,26 @@ class MaskContextIndex(IndexCode):
         return coding.mask_context_decode(data, [t.shape for t in tensors], [t.n_kept for t in tensors], row_counts)
 
 
+class PlaneContextIndex(IndexCode):
+    """Each sparse tensor's mask in plane order, every element with a context from its kernel neighbours,
+    its filter's and input channel's earlier planes (``netquant.coding.context``); no table."""
+
+    name, id = "plane-context", 3
+
+    def encode(self, masks, shapes, bound):
+        data = coding.context_masks_encode(masks, shapes)
+        return b"", data, 0, 8 * len(data)
+
+    def decode(self, table, data, nbits, symbols, bound, tensors):
+        _whole_bytes(data, nbits)
+        table.done()
+        return coding.context_masks_decode(data, [t.shape for t in tensors], [t.n_kept for t in tensors])
+
+
 LABEL_CODE_TABLE: dict[str, LabelCode] = {c.name: c for c in (FixedLabels(), HuffmanLabels(), AnsLabels(),
-                                                              RawValues(), AnsLayerLabels())}
+                                                              RawValues(), AnsLayerLabels(), PlaneContextLabels())}
 INDEX_CODE_TABLE: dict[str, IndexCode] = {c.name: c for c in (DeepCompressionIndex(), MaskAnsIndex(),
-                                                              MaskContextIndex())}
+                                                              MaskContextIndex(), PlaneContextIndex())}
 if set(LABEL_CODE_TABLE) != set(LABEL_CODES) or set(INDEX_CODE_TABLE) != set(INDEX_CODES):
     raise ImportError("the codec table and netquant.vocabulary name different codes")
 

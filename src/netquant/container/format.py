@@ -238,9 +238,11 @@ class Encoding:
         """Per label stream (one per codebook): (table bytes, stream bytes, bits, CRC of the decoded stream)."""
         if code not in self._labels:
             streams = []
-            for parts, symbols, book in zip(self.parts, self.symbols, self.qmodel.codebooks):
+            for s, (parts, symbols, book) in enumerate(zip(self.parts, self.symbols, self.qmodel.codebooks)):
                 label_code = LABEL_CODE_TABLE[code]
-                table, data, nbits = label_code.encode(parts, book)
+                tensors = [(t.shape, t.mask) for t in (self.qmodel.tensors[n] for n in self.qmodel.order
+                                                       if n in self.qmodel.tensors) if t.codebook == s]
+                table, data, nbits = label_code.encode(parts, book, tensors)
                 streams.append((table, data, nbits, crc(label_code.checked_bytes(symbols, book))))
             self._labels[code] = streams
         return self._labels[code]
@@ -450,7 +452,7 @@ def decode_parsed(p: Parsed) -> Decoded:
     """Decode a parsed file in four parts: the positions, the codebooks, the label streams, the tensors."""
     masks = _decode_positions(p)
     codebooks = _decode_codebooks(p)
-    streams = _decode_labels(p, codebooks)
+    streams = _decode_labels(p, codebooks, masks)
     model = _assemble(p, [s.codebook if s.codebook is not None else book for s, book in zip(streams, codebooks)],
                       [s.labels for s in streams], masks)
     return Decoded(model, [s.table_bits for s in streams])
@@ -482,8 +484,8 @@ def _decode_codebooks(p: Parsed) -> list[np.ndarray]:
     return [values[bounds[i] : bounds[i + 1]].copy() for i in range(len(p.codebook_sizes))]
 
 
-def _decode_labels(p: Parsed, codebooks: list[np.ndarray]) -> list[LabelStream]:
-    """Every label stream, its CRC checked."""
+def _decode_labels(p: Parsed, codebooks: list[np.ndarray], masks: dict[str, np.ndarray]) -> list[LabelStream]:
+    """Every label stream, its CRC checked; ``masks``: the positions (a code may model labels by them)."""
     code = LABEL_CODE_TABLE[p.label_code]
     tables = SectionReader(p.sections["LTAB"], "LTAB")
     data = p.sections["LBIT"]
@@ -495,9 +497,11 @@ def _decode_labels(p: Parsed, codebooks: list[np.ndarray]) -> list[LabelStream]:
         k = len(codebooks[s])
         part = data[offset : offset + _stream_bytes(nbits)]
         offset += len(part)
-        sizes = [e.n_kept for e in p.entries if e.quantized and e.codebook == s]
+        entries = [e for e in p.entries if e.quantized and e.codebook == s]
+        sizes = [e.n_kept for e in entries]
+        tensors = [(e.shape, masks[e.name] if e.name in masks else np.ones(e.size, bool)) for e in entries]
         try:
-            stream = code.decode(tables, part, nbits, k, sizes)
+            stream = code.decode(tables, part, nbits, codebooks[s], sizes, tensors)
             if code.stores_codebook and stream.labels.size and stream.labels.max() >= k:
                 raise coding.CodingError(f"a label exceeds the codebook size {k}")
         except coding.CodingError as exc:
