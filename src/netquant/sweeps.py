@@ -31,7 +31,7 @@ log = logging.getLogger("netquant")
 # The other files of a pruned, fine-tuned point: the same network with other codes (name -> the codes that
 # differ from the config's coding); Table 1 reports each
 OTHER_CODES = {"ans": {"label_code": "ans"}, "mask-ans": {"index_code": "mask-ans"},
-               "context": {"label_code": "ans-layer", "index_code": "mask-context"}}
+               "context": {"label_code": "plane-context", "index_code": "plane-context"}}
 
 
 @dataclass

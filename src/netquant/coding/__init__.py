@@ -42,12 +42,20 @@ Position codes (one boolean mask per tensor, True = kept, flattened row-major):
   where pruning left structure: output units that lost most of their inputs, inputs pruned in every row.
   Where it would not (estimated with its row counts), a tensor is coded as by mask-ans; a flag says which.
 
+Both at once, by their neighbourhood (``context``):
+
+- **plane-context**: a tensor as a 4-D array visited kernel position by kernel position ("plane order");
+  every position's kept flag is coded with contexts from its causal kernel neighbours and from how much
+  its filter and input channel kept in earlier planes; every label, as a signed rank, with DeepCABAC's
+  binarisation and contexts from the neighbours' ranks; adaptive counts, no table (``coding.context``).
+
 Every decoder raises ``CodingError`` (a ``ValueError``) on a stream that does not decode to what was
 announced.
 
 The codes by family: ``symbols`` (statistics, ``CodingError``), ``prefix`` (fixed-length and canonical
 Huffman, bit packing), ``ans`` (rANS label codes and the ANS decoder), ``gaps`` (Deep Compression's
-relative index), ``masks`` (Bernoulli-modelled masks: mask-ans, mask-context).
+relative index), ``masks`` (Bernoulli-modelled masks: mask-ans, mask-context), ``context`` (plane-context
+labels and masks).
 """
 
 from netquant.coding.ans import (ans_decode, ans_decoder, ans_encode, ans_layers_decode, ans_layers_encode,

@@ -13,11 +13,13 @@ every codebook has its own stream and table.
 
 Label codes (``label_code``): ``huffman`` (canonical, code lengths stored), ``fixed`` (ceil(log2 k) bits),
 ``ans`` (rANS, integer symbol counts stored), ``ans-layer`` (rANS, a tensor with its own counts where that
-pays), and ``raw``: the 32-bit value of every unpruned element, no codebook stored - the
-pruned-but-unquantized model (see ``from_pruned``).
+pays), ``plane-context`` (signed ranks in plane order, contexts from the neighbouring weights, adaptive,
+no table; ``netquant.coding.context``), and ``raw``: the 32-bit value of every unpruned element, no
+codebook stored - the pruned-but-unquantized model (see ``from_pruned``).
 Index codes (``index_code``): ``deep-compression`` (bounded relative index, Huffman coded; ``index_bound``,
-default 32), ``mask-ans`` (per-tensor Bernoulli-modelled masks, ANS coded) and ``mask-context`` (per-row
-counts stored, column statistics adaptive, ANS coded). See ``netquant.coding``.
+default 32), ``mask-ans`` (per-tensor Bernoulli-modelled masks, ANS coded), ``mask-context`` (per-row
+counts stored, column statistics adaptive, ANS coded) and ``plane-context`` (plane order, contexts from
+kernel neighbours, filter and channel statistics, adaptive, no table). See ``netquant.coding``.
 A tensor with no pruned element is marked dense and has no positions coded.
 
 File layout (all integers little-endian; varint = unsigned LEB128):
@@ -34,8 +36,8 @@ File layout (all integers little-endian; varint = unsigned LEB128):
       8+L 4  u32 CRC32 of tag, length and payload
 
     META  zlib-compressed:
-            varint label code (0 fixed, 1 huffman, 2 ans, 3 raw, 4 ans-layer), varint index code
-            (0 deep-compression, 1 mask-ans, 2 mask-context), varint index bound,
+            varint label code (0 fixed, 1 huffman, 2 ans, 3 raw, 4 ans-layer, 5 plane-context), varint index
+            code (0 deep-compression, 1 mask-ans, 2 mask-context, 3 plane-context), varint index bound,
             varint number of codebooks, varint size of each (0 with the raw code),
             varint number of entries, then per state_dict entry in order:
               varint name length, UTF-8 name, u8 flags (bit 0 quantized, bit 1 nn.Parameter, bit 2
@@ -52,10 +54,10 @@ File layout (all integers little-endian; varint = unsigned LEB128):
     LTAB  per label stream: huffman: k bytes (code length + 1; 0 = symbol absent);
           ans: k varints (symbol counts, the model); ans-layer: k varints (the stream's counts), then per
           tensor of the stream in order a byte 0 (the stream's counts) or 1 and its own k varints;
-          fixed, raw: nothing
+          fixed, raw, plane-context: nothing
     LBIT  label streams, each padded to whole bytes, concatenated
     ITAB  deep-compression: varint n, n bytes (code length + 1) of the index symbols 0..n-1
-          (empty when no position is coded); mask-ans: empty; mask-context: per sparse tensor that keeps
+          (empty when no position is coded); mask-ans, plane-context: empty; mask-context: per sparse tensor that keeps
           some but not all of its elements, in order, a byte 0 (coded as by mask-ans) or 1 followed by
           the varint kept count of each of its rows (coded with the context model)
     IBIT  index stream

@@ -8,8 +8,8 @@ Inputs
             codeword length per quantized weight, bits), accuracy, top5 (test %), ratio_file,
             ratio_eq1, ratio_file_ans, ratio_file_mask_ans, ratio_file_context, file_bytes, path (and,
             for the pruned, fine-tuned points, path_ans, path_mask_ans and path_context: the same network
-            with ANS-coded labels, with mask-ANS positions, and with per-layer label models and
-            context-modelled positions, each a real file; ``netquant.sweeps.OTHER_CODES``).
+            with ANS-coded labels, with mask-ANS positions, and with the plane-context codes of labels and
+            positions, each a real file; ``netquant.sweeps.OTHER_CODES``).
 ``models``  the models before quantization (``results/tables/models.csv``): network, variant,
             accuracy, top5, parameters, nonzeros, ratio_file (pruned: 32-bit values + coded indices).
 ``skipped`` {network: reason} for networks that were not run (e.g. AlexNet without ImageNet).

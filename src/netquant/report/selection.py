@@ -54,10 +54,13 @@ TABLE1_ROWS: tuple[Table1Row, ...] = (
               ratio_column="ratio_file_ans", path_column="path_ans", in_paper=False),
     Table1Row("uniform-mask-ans", "Uniform quantization, better index code", "uniform", "weighted",
               ratio_column="ratio_file_mask_ans", path_column="path_mask_ans", in_paper=False),
-    Table1Row("uniform-context", "Uniform quantization, context-adaptive codes", "uniform", "weighted",
-              ratio_column="ratio_file_context", path_column="path_context", in_paper=False),
-    Table1Row("ecsq-context", "Iterative ECSQ, context-adaptive codes", "ecsq", "weighted",
-              ratio_column="ratio_file_context", path_column="path_context", in_paper=False),
+    *(Table1Row(f"{key}-context", f"{label}, context-adaptive codes", method, importance,
+                ratio_column="ratio_file_context", path_column="path_context", in_paper=False)
+      for key, label, method, importance in (
+          ("kmeans", "k-means", "kmeans", "none"), ("hwkmeans", "Hessian-weighted k-means", "hwkmeans", "hessian"),
+          ("uniform", "Uniform quantization", "uniform", "weighted"), ("ecsq", "Iterative ECSQ", "ecsq", "weighted"),
+          ("dp-kmeans", "Optimal weighted k-means (DP)", "dp-kmeans", "weighted"),
+          ("dp-ecsq", "Optimal interval-cell ECSQ (DP)", "dp-ecsq", "weighted"))),
 )
 TABLE1_COLUMNS = (
     "network", "row", "label", "floor_name", "status", "note", "method", "importance", "rate_name", "rate_value",
