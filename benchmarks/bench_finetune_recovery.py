@@ -14,7 +14,8 @@ measured again on ``--bn-batches`` training batches of the quantized network (``
 that file stores the statistics) - and each file is decoded and evaluated on the whole test set. ``--train-unquantized both`` repeats every run
 with the unquantized parameters (biases, BatchNorm's affine parameters) trained as well; ``--params``
 chooses which parameters are quantized (default: the config's ``quantize.params``); ``--no-reestimate`` skips
-the files with BatchNorm statistics measured again.
+the files with BatchNorm statistics measured again; ``--lr-policy cosine`` fine-tunes every step count anew
+with the learning rate decaying to 0 over it.
 """
 
 from __future__ import annotations
@@ -47,16 +48,20 @@ def evaluate_file(arch: str, qmodel, data_source, path: Path) -> dict:
 def run(args, method: str, bits: float, train_unquantized: bool, model, masks, h, data_source, cfg,
         folder: Path) -> list[dict]:
     """One quantization, fine-tuned in one run; every snapshot written, decoded and evaluated twice."""
-    q = compress.quantize(model, h, method=method, bits=bits, masks=masks, include=args.params,
-                          **cfg["quantize"]["options"])
+    quantized = compress.quantize(model, h, method=method, bits=bits, masks=masks, include=args.params,
+                                  **cfg["quantize"]["options"])
+    q = quantized
     settings = config.finetune_of(cfg, args.arch, "pruned")
     finetune = {k: v for k, v in settings.items() if k not in ("batch_size", "steps")}
+    finetune["lr_policy"] = args.lr_policy or finetune.get("lr_policy", "constant")
     batch_size = settings["batch_size"]
     epoch = data_source.samples_per_epoch // batch_size
     counts = sorted(set(args.steps or [0, 50, 200, 1000, epoch, 2 * epoch]))
     g = torch.Generator().manual_seed(0)
     rows, done, seconds = [], 0, 0.0
     for count in counts:
+        if finetune["lr_policy"] != "constant":  # a schedule runs over its own length: each count from the start
+            q, done, seconds, g = quantized, 0, 0.0, torch.Generator().manual_seed(0)
         if count > done:
             start = time.perf_counter()
             q = compress.finetune(model, q, lambda: data_source.train_epoch(batch_size, g, augment="none"),
@@ -65,7 +70,7 @@ def run(args, method: str, bits: float, train_unquantized: bool, model, masks, h
             done = count
         stem = f"{method}-{bits:g}bits-{'all' if train_unquantized else 'centres'}-{count}steps"
         kept = evaluate_file(args.arch, q, data_source, folder / f"{stem}.nqz")
-        row = {"method": method, "bits": bits, "params": args.params,
+        row = {"method": method, "bits": bits, "params": args.params, "lr_policy": finetune["lr_policy"],
                "trained": "centres + unquantized" if train_unquantized else "centres",
                "steps": count, "epochs": count / epoch, "finetune_seconds": seconds,
                "accuracy": kept["accuracy"], "ratio": kept["ratio"]}
@@ -99,6 +104,8 @@ def main() -> None:
     ap.add_argument("--bn-batches", type=int, default=40)
     ap.add_argument("--params", help="which parameters are quantized (default: the config's quantize.params)")
     ap.add_argument("--no-reestimate", action="store_true", help="skip the files with BatchNorm measured again")
+    ap.add_argument("--lr-policy", choices=["constant", "cosine"],
+                    help="fine-tuning lr schedule (default: the config's); a schedule fine-tunes each count anew")
     ap.add_argument("--steps", nargs="+", type=int, help="step counts (default: 0 50 200 1000, one and two epochs)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", required=True)

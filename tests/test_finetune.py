@@ -343,3 +343,11 @@ def test_statistics_measured_again_on_a_folded_network_give_the_same_network():
         with torch.no_grad():
             outputs.append(net.eval()(x))
     assert torch.allclose(outputs[0], outputs[1], rtol=1e-4, atol=1e-4), (outputs[0] - outputs[1]).abs().max()
+
+
+def test_a_cosine_learning_rate_decays_to_zero():
+    from netquant.finetune import _cosine
+
+    assert _cosine(0.01, 100, 0) == 0.01
+    assert _cosine(0.01, 100, 50) == pytest.approx(0.005)
+    assert _cosine(0.01, 100, 99) < 1e-5

@@ -272,6 +272,15 @@ def test_a_methods_own_rate_grid():
     assert "methods" in config["resnet32"]["rates"]  # the config is not changed
 
 
+def test_a_networks_own_quantized_parameters():
+    from netquant.config import quantize_of
+
+    config = {"quantize": {"params": "all", "options": {}, "rates": {"bits_min": 1, "bits_max": 8, "points": 8}},
+              "resnet32": {"quantize_params": "weights+biases"}, "lenet5": {"quantize_params": None}}
+    assert quantize_of(config, "resnet32", "uniform")["params"] == "weights+biases"
+    assert quantize_of(config, "lenet5", "uniform") == {**config["quantize"]}
+
+
 def test_the_pruned_models_points_have_their_own_fine_tuning_steps():
     from netquant.config import finetune_of
 

@@ -77,6 +77,13 @@ def finetune_of(config: dict[str, Any], net: str, variant: str) -> dict[str, Any
     return settings
 
 
+def quantize_of(config: dict[str, Any], net: str, method: str) -> dict[str, Any]:
+    """The quantize section of a network's curves of ``method``: ``quantize`` with the network's own
+    ``quantize_params`` (where set) as ``params`` and the curve's rate grid (:func:`rate_grid_of`)."""
+    params = config.get(net, {}).get("quantize_params") or config["quantize"]["params"]
+    return {**config["quantize"], "params": params, "rates": rate_grid_of(config, net, method)}
+
+
 def rate_grid_of(config: dict[str, Any], net: str, method: str) -> dict[str, Any]:
     """The rate grid (bits_min, bits_max, points) of a network's curves of ``method``: the network's own
     (``<net>.rates``) where it has one, else ``quantize.rates``; within it, the method's (``methods.<method>``)."""

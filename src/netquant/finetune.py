@@ -28,6 +28,7 @@ Gradient reduction (the paper leaves it open; Deep Compression sums):
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import time
@@ -140,6 +141,7 @@ def finetune_codebooks(
     *,
     steps: int,
     lr: float | Callable[[int], float],
+    lr_policy: str = "constant",
     momentum: float = 0.9,
     weight_decay: float = 0.0,
     reduction: str = "mean",
@@ -164,6 +166,9 @@ def finetune_codebooks(
         lr: learning rate, or a function of the 0-based step returning it. Of the order of the final
             training learning rate with ``reduction="mean"``; about one typical cluster size (|C_j|)
             smaller with ``"sum"``.
+        lr_policy: "constant", or "cosine": a number ``lr`` decays as ``lr (1 + cos(pi step / steps)) / 2``
+            (on the pruned ResNet-32 at 3 bits a constant 0.01 peaked within 200 steps and then lost
+            accuracy, ``reference/cpu/benchmarks/finetune_recovery_resnet32_*.json``).
         momentum, weight_decay: of torch.optim.SGD, on the centres (weight decay pulls centres towards 0).
         reduction: "mean" (default) or "sum" of the member gradients forming a centre's gradient; see the
             module docstring for why "mean" is the default.
@@ -184,6 +189,10 @@ def finetune_codebooks(
         a FinetuneHistory (loss and lr per step, eval before/after, seconds).
     """
     _check_arguments(steps, lr, momentum, weight_decay, reduction)
+    if lr_policy not in LR_POLICIES:
+        raise ValueError(f"lr_policy must be one of {', '.join(LR_POLICIES)}, got {lr_policy!r}")
+    if lr_policy == "cosine" and not callable(lr):
+        lr = functools.partial(_cosine, lr, steps)
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if max_grad_norm is not None and not (math.isfinite(max_grad_norm) and max_grad_norm > 0):
@@ -248,6 +257,13 @@ def finetune_codebooks(
         history.eval_after = eval_fn(model)
         model.eval()
     return result, history
+
+
+LR_POLICIES = ("constant", "cosine")
+
+
+def _cosine(lr: float, steps: int, step: int) -> float:
+    return lr * (1 + math.cos(math.pi * step / steps)) / 2
 
 
 def _check_arguments(steps: Any, lr: Any, momentum: Any, weight_decay: Any, reduction: Any) -> None:

@@ -96,11 +96,8 @@ def finetune_section(wildcards, variant=None):
 
 
 def quantize_section(wildcards):
-    """The quantize section with the curve's rate grid (netquant.config.rate_grid_of)."""
-    return {
-        **config["quantize"],
-        "rates": netquant_config.rate_grid_of(config, wildcards.net, wildcards.method),
-    }
+    """The quantize section of the curve (netquant.config.quantize_of)."""
+    return netquant_config.quantize_of(config, wildcards.net, wildcards.method)
 
 
 def importance_params(wildcards):
