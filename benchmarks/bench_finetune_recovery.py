@@ -54,6 +54,7 @@ def run(args, method: str, bits: float, train_unquantized: bool, model, masks, h
     settings = config.finetune_of(cfg, args.arch, "pruned")
     finetune = {k: v for k, v in settings.items() if k not in ("batch_size", "steps")}
     finetune["lr_policy"] = args.lr_policy or finetune.get("lr_policy", "constant")
+    finetune["lr"] = args.lr or finetune["lr"]
     batch_size = settings["batch_size"]
     epoch = data_source.samples_per_epoch // batch_size
     counts = sorted(set(args.steps or [0, 50, 200, 1000, epoch, 2 * epoch]))
@@ -70,7 +71,8 @@ def run(args, method: str, bits: float, train_unquantized: bool, model, masks, h
             done = count
         stem = f"{method}-{bits:g}bits-{'all' if train_unquantized else 'centres'}-{count}steps"
         kept = evaluate_file(args.arch, q, data_source, folder / f"{stem}.nqz")
-        row = {"method": method, "bits": bits, "params": args.params, "lr_policy": finetune["lr_policy"],
+        row = {"method": method, "bits": bits, "params": args.params, "lr": finetune["lr"],
+               "lr_policy": finetune["lr_policy"],
                "trained": "centres + unquantized" if train_unquantized else "centres",
                "steps": count, "epochs": count / epoch, "finetune_seconds": seconds,
                "accuracy": kept["accuracy"], "ratio": kept["ratio"]}
@@ -104,6 +106,7 @@ def main() -> None:
     ap.add_argument("--bn-batches", type=int, default=40)
     ap.add_argument("--params", help="which parameters are quantized (default: the config's quantize.params)")
     ap.add_argument("--no-reestimate", action="store_true", help="skip the files with BatchNorm measured again")
+    ap.add_argument("--lr", type=float, help="fine-tuning learning rate (default: the config's)")
     ap.add_argument("--lr-policy", choices=["constant", "cosine"],
                     help="fine-tuning lr schedule (default: the config's); a schedule fine-tunes each count anew")
     ap.add_argument("--steps", nargs="+", type=int, help="step counts (default: 0 50 200 1000, one and two epochs)")

@@ -83,3 +83,20 @@ def test_the_paper_floor_of_each_row():
     assert sweeps.paper_floor("alexnet", "hwkmeans", "adam") == 56.04
     with pytest.raises(ValueError, match="no ecsq row for alexnet"):
         sweeps.paper_floor("alexnet", "ecsq", "adam")
+
+
+def test_unquantized_parameters_in_half_precision(tmp_path):
+    from netquant.qmodel import QuantizedModel, QuantizedTensor
+
+    q = QuantizedModel([np.array([-1.0, 1.0], np.float32)],
+                       {"w": QuantizedTensor((4,), 0, np.array([0, 1, -1, 1], np.int32))},
+                       {"bn.weight": np.array([0.3, 33.1], np.float32), "bn.running_mean": np.zeros(2, np.float32)},
+                       ["w", "bn.weight", "bn.running_mean"], ["w", "bn.weight"])
+    coding = {"label_code": "huffman", "index_code": "mask-ans", "index_bound": 32}
+    full = measure.write_files(str(tmp_path / "full"), q, coding)[1]
+    decoded, half, _ = measure.write_files(str(tmp_path / "half"), q, {**coding, "unquantized": "float16"})
+    # two parameters, 2 bytes each saved in the unquantized section
+    assert full["section_bytes"]["PASS"] - half["section_bytes"]["PASS"] == 2 * 2
+    assert decoded.passthrough["bn.weight"].dtype == np.float16
+    assert decoded.passthrough["bn.running_mean"].dtype == np.float32  # buffers stay as they are
+    np.testing.assert_allclose(decoded.passthrough["bn.weight"], [0.3, 33.1], rtol=1e-3)

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -57,10 +58,13 @@ class Rate:
 
 def write_files(stem: str, qmodel: QuantizedModel, coding: dict, other_codes: dict[str, dict] | None = None):
     """Write ``qmodel`` as ``<stem>.nqz`` with the codes of ``coding`` (``label_code``, ``index_code``,
-    ``index_bound``) and as ``<stem>-<name>.nqz`` for every entry of ``other_codes`` (name -> the codes that
+    ``index_bound``; ``unquantized``: the precision of the unquantized parameters, "float32" or "float16") and as ``<stem>-<name>.nqz`` for every entry of ``other_codes`` (name -> the codes that
     differ). Every stream is computed once (one ``container.Encoding``) and every file is checked to decode
     bit-exactly before it is written. Returns (what the main file decodes to, its metrics, {name: (path,
     metrics)})."""
+    coding = dict(coding)
+    if coding.pop("unquantized", "float32") == "float16":
+        qmodel = qmodel.with_unquantized_as(np.float16)
     encoding = container.Encoding(qmodel, coding.get("index_bound", container.DEFAULT_INDEX_BOUND))
     decoded, metrics = container.write(f"{stem}.nqz", qmodel, encoding=encoding, **coding)
     written = {}

@@ -95,6 +95,15 @@ class QuantizedModel:
         return sum(int(np.prod(t.shape)) for t in self.tensors.values()) + sum(
             int(np.asarray(a).size) for a in self.passthrough.values())
 
+    def with_unquantized_as(self, dtype) -> QuantizedModel:
+        """The same model with its unquantized floating-point parameters (not its buffers) stored as
+        ``dtype`` (e.g. float16: half the bits; loading them into a network gives float32 back)."""
+        params = set(self.param_names)
+        passthrough = {name: (np.asarray(a).astype(dtype) if name in params and np.asarray(a).dtype.kind == "f"
+                              else a) for name, a in self.passthrough.items()}
+        return QuantizedModel(self.codebooks, self.tensors, passthrough, self.order, self.param_names,
+                              network=self.network)
+
     @property
     def n_quantized(self) -> int:
         """Number of quantized (unpruned) elements: the paper's sum of |C_i|."""
