@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from netquant.io import atomic_path
 from netquant.vocabulary import DATASET_SPLITS, FOLDER_DATASETS
 
 STATS = {  # per-channel mean and std of the training images, on the 0..1 scale
@@ -138,8 +139,6 @@ def prepare(dataset: str, root: str | os.PathLike, *, download: bool = False,
 
 
 def save_prepared(path: str | os.PathLike, splits: dict[str, ImageTensors]) -> None:
-    from netquant.io import atomic_path
-
     with atomic_path(path) as tmp:
         torch.save({name: d.to_dict() for name, d in splits.items()}, tmp)
 

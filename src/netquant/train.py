@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from netquant.io import atomic_path
+
 log = logging.getLogger("netquant")
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
@@ -242,8 +244,6 @@ def _read_resume(path: str | os.PathLike | None, key: str) -> dict | None:
 
 
 def _write_resume(path: str | os.PathLike, state: dict) -> None:
-    from netquant.io import atomic_path
-
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 

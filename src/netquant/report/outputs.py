@@ -10,7 +10,7 @@ from typing import Iterable, Mapping
 
 import pandas as pd
 
-from netquant.io import write_text
+from netquant.io import read_json, write_text
 from netquant.report.findings import findings_markdown, findings_table
 from netquant.report.paper_vs_ours import paper_vs_ours_markdown
 from netquant.report.selection import DP_GAP_DISPLAY_COLUMNS, TABLE1_DISPLAY_COLUMNS, dp_gap_table, select_table1
@@ -35,8 +35,6 @@ def swept_points(points: pd.DataFrame) -> pd.DataFrame:
 def models_table(model_metrics: Iterable[str | os.PathLike], file_metrics: Iterable[str | os.PathLike]) -> pd.DataFrame:
     """One row per network and variant before quantization: accuracy, size, and for pruned models the
     ratio of the file holding their 32-bit kept values and coded positions (``results/{net}/pruned/file.json``)."""
-    from netquant.io import read_json
-
     ratios = {}
     for path in file_metrics:
         net = Path(path).parts[-3]
