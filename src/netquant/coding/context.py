@@ -2,9 +2,9 @@
 each modelled from what the decoder has already decoded nearby, one rANS stream each (``plane-context``).
 
 A tensor is seen as a 4-D array (O, I, kh, kw) (:func:`plane_views`). Its elements are visited in *plane
-order*: kernel position j = (y, x) in raster order, then groups of output filters (``GROUP``, more where a
-tensor has fewer than ``CHUNK`` input channels, so that a batch holds about ``GROUP * CHUNK`` elements),
-then up to ``CHUNK`` input channels; one such block is a *batch*, coded with one vectorised coder call, so
+order*: kernel position j = (y, x) in raster order, then groups of ``GROUP`` output filters (more where a
+tensor has fewer than ``FEW_INPUTS`` input channels: a 1-D tensor, a first layer), then up to ``CHUNK``
+input channels; one such block is a *batch*, coded with one vectorised coder call, so
 every probability of a batch depends only on earlier batches.
 
 Positions (the mask of a tensor with some but not all elements kept): one binary decision per element.
@@ -31,8 +31,9 @@ import numpy as np
 from netquant.coding.ans import ans_decoder, decoding
 from netquant.coding.symbols import CodingError
 
-GROUP = 16  # output filters per batch (at least; see _group)
+GROUP = 6  # output filters per batch (more for tensors of few input channels; see _group)
 CHUNK = 64  # input channels per batch
+FEW_INPUTS = 8  # below this many input channels, a batch takes MIN_BATCH elements
 UNARY = 8  # "greater than i" flags before the exp-Golomb remainder
 MAX_LENGTH = 15  # exp-Golomb lengths 0..MAX_LENGTH - 1: ranks below UNARY + 2^15
 RC_PRIOR = 8.0  # weight, in elements, of the tensor's density in the filter and channel estimates
@@ -122,10 +123,15 @@ def _neighbours(a4: np.ndarray, o0: int, o1: int, i0: int, i1: int, y: int, x: i
     return out
 
 
+MIN_BATCH = 384
+
+
 def _group(view) -> int:
-    """Output filters per batch: ``GROUP``, or more for tensors with fewer input channels than ``CHUNK``,
-    so that no batch is much smaller than ``GROUP * CHUNK`` elements (decoding time goes by batches)."""
-    return max(GROUP, (GROUP * CHUNK) // min(view[1], CHUNK))
+    """Output filters per batch: ``GROUP``, or for tensors of fewer than ``FEW_INPUTS`` input channels
+    enough to make ``MIN_BATCH`` elements, since decoding time goes by batches: a 1-D tensor of a million
+    elements is 2,600 batches, not 170,000 (about a second either way then; smaller batches model better
+    where there are many input channels: GROUP 16 costs LeNet-5's files 1% more)."""
+    return GROUP if view[1] >= FEW_INPUTS else max(GROUP, MIN_BATCH // view[1])
 
 
 def _batches(view):
