@@ -60,10 +60,8 @@ Models (see the report for the numbers):
   ... by powers of two), the exp-Golomb prefix bits also given min(floor(log2(a + 1)), 7); sequential and
   batched (plane order, labels of a tensor decoded after its mask).
 
---speed: a real rANS (constriction) encoder and decoder of the batched design (P2 + L3 batched) on the
---speed-files, checked to round-trip, with its actual size and decode time, once with every binary decision
-of a batch coded by its own call ("binary") and once "merged" (sign and unary part of the labels as one
-categorical symbol, the exp-Golomb length as another: the same model, fewer calls); and, on the first file,
+--speed: the design as netquant implements it (the ``plane-context`` codes, ``netquant.coding.context``) on
+the --speed-files, checked to round-trip, with its actual size and decode time; and, on the first file,
 a per-element pure-Python decoder of the row-major P1-kt significance model to show what a per-decision
 Python loop costs.
 """
@@ -85,6 +83,8 @@ from scipy.signal import lfilter
 from scipy.special import gammaln
 
 from netquant import container
+from netquant.coding.context import Counts as Blend
+from netquant.coding.context import kernel_neighbours
 from netquant.container import format as nqz_format
 from netquant.qmodel import PRUNED
 
@@ -94,7 +94,6 @@ OVERHEAD_BITS = 5 * 12 * 8 + 2 * 64  # section framing as today + ANS flush of t
 NONE = 1 << 20  # "no neighbour here" (outside the kernel) in neighbour arrays
 GROUP = 6  # filters per batch in plane order (--group)
 CHUNK = 64  # input channels per batch in plane order (--chunk)
-MAX_LENGTH = 15  # merged coder: exp-Golomb lengths 0..MAX_LENGTH - 1 (ranks below 2^15)
 UNARY = 8  # "greater than i" flags before the exp-Golomb remainder
 RC_PRIOR = 8.0  # weight, in elements, of the tensor's density in the filter / channel estimates of rc
 CB_EDGES = (0.05, 0.15, 0.3, 0.5, 0.75)
@@ -314,36 +313,6 @@ def mask_entropy_bits(vs: list[View]) -> float:
 # the plane-order design: one loop that both measures (records every event) and codes (real rANS)
 
 
-class Blend:
-    """Hierarchical counts for binary events: one (n, n1) table per level, coarse to fine, kept side by side in
-    one array (one bincount per update for all levels)."""
-
-    def __init__(self, sizes, betas):
-        self.sizes, self.betas = sizes, betas
-        self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-        self.n = np.zeros(int(self.offsets[-1]))
-        self.n1 = np.zeros(int(self.offsets[-1]))
-
-    def reset(self, levels):
-        for l in levels:
-            self.n[self.offsets[l]:self.offsets[l + 1]] = 0
-            self.n1[self.offsets[l]:self.offsets[l + 1]] = 0
-
-    def prob(self, ids) -> np.ndarray:
-        """P(bit = 1) for events with context ids ``ids`` (one array per level)."""
-        p = 0.5
-        for offset, beta, c in zip(self.offsets, self.betas, ids):
-            c = c + offset
-            p = (self.n1[c] + beta * p) / (self.n[c] + beta)
-        return p
-
-    def update(self, ids, bits):
-        flat = np.concatenate([c + offset for offset, c in zip(self.offsets, ids)])
-        size = int(self.offsets[-1])
-        self.n += np.bincount(flat, minlength=size)
-        self.n1 += np.bincount(flat, weights=np.tile(bits, len(ids)), minlength=size)
-
-
 class Recorder:
     """Collects the events of one kind (context ids per level, bit, batch) for the ideal-length analysis."""
 
@@ -363,19 +332,6 @@ class Recorder:
                 np.concatenate(self.tensor))
 
 
-def _neighbours(a4, o0, o1, i0, i1, y, x):
-    """Values of the left, up, up-left and up-right kernel neighbours of (o0:o1, i0:i1, y, x); None outside."""
-    kh, kw = a4.shape[2:]
-    out = []
-    for dy, dx in ((0, -1), (-1, 0), (-1, -1), (-1, 1)):
-        yy, xx = y + dy, x + dx
-        if 0 <= yy < kh and 0 <= xx < kw:
-            out.append(a4[o0:o1, i0:i1, yy, xx])
-        else:
-            out.append(None)
-    return out
-
-
 class PlaneCodec:
     """The batched design: per tensor, the mask in plane order (P2), then the labels in plane order (L3).
 
@@ -384,11 +340,10 @@ class PlaneCodec:
     ``magnitude_context``: P2+mag, the significance contexts also see the neighbours' label magnitudes (then
     each batch's labels are coded right after its flags)."""
 
-    def __init__(self, decide, magnitude_context=False, record=False, merged=False):
+    def __init__(self, decide, magnitude_context=False, record=False):
         self.decide = decide
         self.mag = magnitude_context
         self.record = record
-        self.merged = merged
         mag_size = 9 if magnitude_context else 1
         # significance: (conv, rc), (conv, rc, nkc[, mag]), tensor (rc, nkc[, mag]), tensor (rc, nkc[, mag], cb)
         self.sig = Blend([2 * 24, 2 * 24 * 25 * mag_size, 24 * 25 * mag_size, 24 * 25 * mag_size * 6], SIG_BETAS)
@@ -427,7 +382,8 @@ class PlaneCodec:
         m4 = np.zeros((o, i, kh, kw), bool)
         self.sig.reset([2, 3])
         for blend in (self.sign, self.flag, self.prefix, self.suffix):
-            blend.reset([1, 3] if len(blend.sizes) == 4 else list(range(1, len(blend.sizes))))
+            levels = len(blend.betas)
+            blend.reset([1, 3] if levels == 4 else list(range(1, levels)))
         if kept == size:
             m4[:] = True
         if 0 < kept < size:
@@ -462,7 +418,7 @@ class PlaneCodec:
         """Significance flags of filters o0:o1, input channels i0:i1 at kernel position j (P2)."""
         o, i, _, kw = v.view
         y, x = divmod(j, kw)
-        present = [n_ for n_ in _neighbours(m4, o0, o1, i0, i1, y, x) if n_ is not None]
+        present = [n_ for n_ in kernel_neighbours(m4, o0, o1, i0, i1, y, x) if n_ is not None]
         nk = sum(n_.astype(np.int64) for n_ in present) if present else 0
         nkc = np.broadcast_to(nk * 5 + len(present), (o1 - o0, i1 - i0))
         pf = (filter_kept[o0:o1] + RC_PRIOR * d) / (i * j + RC_PRIOR)
@@ -476,7 +432,7 @@ class PlaneCodec:
             cb = np.broadcast_to(1 + np.searchsorted(CB_EDGES, frac, side="right"), (o1 - o0, i1 - i0))
         ctx = rc * 25 + nkc
         if self.mag:  # neighbours' label magnitudes (their labels are decoded already)
-            mags = [0 if n_ is None else np.abs(n_) for n_ in _neighbours(a4, o0, o1, i0, i1, y, x)]
+            mags = [0 if n_ is None else np.abs(n_) for n_ in kernel_neighbours(a4, o0, o1, i0, i1, y, x)]
             ctx = ctx * 9 + np.broadcast_to(np.minimum(mags[0] + mags[1] + (mags[2] + mags[3]) // 2, 8), ctx.shape)
         conv = v.spatial
         ids = [(conv * 24 + rc).reshape(-1), (conv * 24 * 25 * (9 if self.mag else 1) + ctx).reshape(-1),
@@ -494,7 +450,7 @@ class PlaneCodec:
         if not keep.any():
             return
         n = int(keep.sum())
-        vals = _neighbours(a4, o0, o1, i0, i1, y, x)
+        vals = kernel_neighbours(a4, o0, o1, i0, i1, y, x)
         zero = np.zeros((o1 - o0, i1 - i0), np.int64)
         left, up, upleft, upright = [zero if n_ is None else n_ for n_ in vals]
         pred = (np.clip(left + up, -4, 4) + 4)[keep]
@@ -504,10 +460,6 @@ class PlaneCodec:
         mall = np.where(around < 8, around, 5 + scale)  # 0..7 as they are, then 8..12 by powers of two
         true = None if truth is None else truth[o0:o1, i0:i1, y, x][keep]
         conv = v.spatial
-        if self.merged:
-            mag, positive = self.merged_symbols(v, conv, pred, mall, scale, true)
-            a4[o0:o1, i0:i1, y, x][keep] = np.where(positive, mag, -mag)
-            return
         # sign
         if v.nneg and v.npos:
             ids = [np.full(n, conv), np.zeros(n, np.int64), conv * 9 + pred, pred]
@@ -557,66 +509,6 @@ class PlaneCodec:
             bits = None if value is None else (value[idx] >> (length[idx] - 1 - bit)) & 1
             got[idx] = got[idx] * 2 + self._code(self.suffix, "suffix", [e, e], bits)
         return got
-
-    def merged_symbols(self, v: View, conv, pred, mall, scale, true):
-        """The same model as labels_batch's binary decisions, with fewer coder calls: the sign and the unary
-        part (u = min(m, UNARY + 1)) as one categorical symbol of 2 (UNARY + 1) values, the exp-Golomb
-        length as one categorical symbol of MAX_LENGTH + 1 values, the suffix bits as binary decisions. The
-        probability of a symbol is the product of its binary decisions' probabilities, all of which are
-        known before the batch (contexts never depend on decisions of the same batch)."""
-        n = pred.size
-        steps = np.arange(1, UNARY + 1)
-        if v.nneg and v.npos:
-            sign_ids = [np.full(n, conv), np.zeros(n, np.int64), conv * 9 + pred, pred]
-            p_pos = np.clip(self.sign.prob(sign_ids), 1e-6, 1 - 1e-6)
-        else:
-            p_pos = np.full(n, 1.0 if v.npos else 0.0)
-        table = np.empty((n, 2, UNARY + 1))
-        for s_, largest in ((0, v.nneg), (1, v.npos)):
-            e = np.broadcast_to(steps * 2 + s_, (n, UNARY))
-            m_ = np.broadcast_to(mall[:, None], (n, UNARY))
-            ids = [(conv * 32 + e).reshape(-1), e.reshape(-1), ((conv * 13 + m_) * 32 + e).reshape(-1),
-                   (m_ * 32 + e).reshape(-1)]
-            q = np.clip(self.flag.prob(ids), 1e-6, 1 - 1e-6).reshape(n, UNARY)
-            go_on = np.where(steps < largest, q, 0.0)  # flag i exists only below the largest rank
-            reach = np.concatenate([np.ones((n, 1)), np.cumprod(go_on, axis=1)], axis=1)  # P(u > i - 1)
-            stop = np.concatenate([1.0 - go_on, np.ones((n, 1))], axis=1)
-            table[:, s_, :] = reach * stop * (p_pos if s_ else 1.0 - p_pos)[:, None]
-        symbol = None
-        if true is not None:
-            symbol = (true > 0) * (UNARY + 1) + np.minimum(np.abs(true), UNARY + 1) - 1
-        got = np.asarray(self.decide("sign+unary", table.reshape(n, -1), symbol), np.int64)
-        positive = got >= UNARY + 1
-        u = got % (UNARY + 1) + 1
-        s = positive.astype(np.int64)
-        if v.nneg and v.npos:
-            self.sign.update(sign_ids, s)
-        largest = np.where(positive, v.npos, v.nneg)
-        coded = (steps[None, :] <= u[:, None]) & (steps[None, :] < largest[:, None])  # flags that were coded
-        row, col = np.nonzero(coded)
-        e = steps[col] * 2 + s[row]
-        self.flag.update([conv * 32 + e, e, (conv * 13 + mall[row]) * 32 + e, mall[row] * 32 + e],
-                         (u[row] > steps[col]).astype(np.int64))
-        mag = np.minimum(u, UNARY + 1)
-        rest = np.flatnonzero((u == UNARY + 1) & (largest > UNARY))
-        if rest.size:
-            value = None if true is None else np.abs(true[rest]) - UNARY
-            j = np.arange(MAX_LENGTH + 1)
-            e = j[None, :] * 2 + s[rest][:, None]
-            sc = np.broadcast_to(scale[rest][:, None], e.shape)
-            c = np.clip(self.prefix.prob([e.reshape(-1), e.reshape(-1), (sc * 128 + e).reshape(-1)]),
-                        1e-6, 1 - 1e-6).reshape(e.shape)
-            reach = np.concatenate([np.ones((rest.size, 1)), np.cumprod(c[:, :-1], axis=1)], axis=1)
-            stop = np.concatenate([1.0 - c[:, :-1], np.ones((rest.size, 1))], axis=1)
-            length_true = None if value is None else np.floor(np.log2(value)).astype(np.int64)
-            if length_true is not None and length_true.max() >= MAX_LENGTH:
-                raise ValueError("exp-Golomb length beyond MAX_LENGTH")
-            length = np.asarray(self.decide("prefix", reach * stop, length_true), np.int64)
-            row, col = np.nonzero(j[None, :] <= length[:, None])
-            ee = j[col] * 2 + s[rest][row]
-            self.prefix.update([ee, ee, scale[rest][row] * 128 + ee], (length[row] > j[col]).astype(np.int64))
-            mag[rest] = UNARY + self.suffix_bits(length, value)
-        return mag, positive
 
 
 def plane_measure(vs: list[View], magnitude_context=False) -> dict:
@@ -749,43 +641,23 @@ def measure_file(qmodel) -> dict:
 # speed
 
 
-def real_codec(vs: list[View], merged=True) -> dict:
-    """Encode and decode the batched design (P2 + L3) with constriction's rANS; check, time, size.
-    ``merged``: labels' sign and unary part, and exp-Golomb length, as categorical symbols (fewer calls)."""
-    binary = constriction.stream.model.Bernoulli(perfect=False)
-    categorical = constriction.stream.model.Categorical(perfect=False)
-    calls = []
-
-    def record(kind, p, symbols):
-        calls.append((p, np.asarray(symbols, np.int32)))
-        return symbols
-
+def real_codec(qmodel) -> dict:
+    """The design as netquant implements it (``netquant.coding.context``: the sign and unary part of a label
+    as one categorical symbol, the exp-Golomb length as another, positions and labels in two streams): the
+    file's positions and labels encoded and decoded, checked, timed, sized."""
+    e = nqz_format.Encoding(qmodel)
     start = time.perf_counter()
-    PlaneCodec(record, merged=merged).run(vs, [v.ranks for v in vs])
-    coder = constriction.stream.stack.AnsCoder()
-    for p, symbols in reversed(calls):
-        coder.encode_reverse(symbols, categorical if p.ndim == 2 else binary, p)
-    words = coder.get_compressed()
+    data = e.file("plane-context", "plane-context")
     encode_s = time.perf_counter() - start
-
-    def decode(kind, p, symbols):
-        return np.asarray(decoder.decode(categorical if p.ndim == 2 else binary, p))
-
     times = []
     for _ in range(3):
-        decoder = constriction.stream.stack.AnsCoder(words)
         start = time.perf_counter()
-        decoded = PlaneCodec(decode, merged=merged).run(vs, None)  # uses each tensor's view, kept count, codebook
+        decoded = container.decode(data)
         times.append(time.perf_counter() - start)
-    ok = all((d == v.ranks).all() for d, v in zip(decoded, vs)) and decoder.is_empty()
-    ideal = 0.0
-    for p, symbols in calls:
-        if p.ndim == 2:
-            ideal -= float(np.log2(p[np.arange(len(symbols)), symbols] / p.sum(1)).sum())
-        else:
-            ideal -= float(np.log2(np.where(symbols == 1, p, 1 - p)).sum())
-    return {"merged": merged, "group": GROUP, "roundtrip": bool(ok), "stream_bits": int(words.size * 32),
-            "ideal_bits": ideal, "constriction_calls": len(calls), "encode_s": encode_s, "decode_s": min(times)}
+    ok = all(np.array_equal(decoded.values(n), qmodel.values(n)) for n in qmodel.tensors)
+    parsed = nqz_format.parse(data)
+    return {"roundtrip": bool(ok), "stream_bits": 8 * (len(parsed.sections["LBIT"]) + len(parsed.sections["IBIT"])),
+            "encode_s": encode_s, "decode_s": min(times)}
 
 
 def per_element_decode(vs: list[View]) -> dict:
@@ -888,8 +760,9 @@ def main() -> None:
     if args.speed:
         results["speed"] = {}
         for name in args.speed_files:
-            vs = views(container.read(reference / "files" / name))
-            row = {"merged": real_codec(vs, merged=True), "binary": real_codec(vs, merged=False)}
+            qmodel = container.read(reference / "files" / name)
+            vs = views(qmodel)
+            row = {"netquant": real_codec(qmodel)}
             if name == args.speed_files[0]:
                 row["per_element_P1"] = per_element_decode(vs)
             results["speed"][name] = row

@@ -53,24 +53,22 @@ def _inspect(args: argparse.Namespace) -> int:
     print(f"parameters N = {m['n_params']:,}: {m['n_quantized']:,} quantized (unpruned), {m['n_pruned']:,} pruned, "
           f"{m['n_passthrough_params']:,} unquantized; {m['n_buffer_elements']:,} buffer elements; "
           f"codebook sizes {m['codebook_sizes']}")
-    print("\nsections (bytes, framing included):")
-    for tag, size in m["section_bytes"].items():
-        print(f"  {tag:<8}{size:>14,}")
-    print("\neq. (1) breakdown (bits):")
-    for key, value in m["eq1"].items():
-        print(f"  {key:<20}{value:>14,}")
+    _print_rows("sections (bytes, framing included)", m["section_bytes"], "{:>14,}", width=8)
+    _print_rows("eq. (1) breakdown (bits)", m["eq1"], "{:>14,}")
     print(f"\ncompression ratio 32N / file bits = {m['ratio_file']:.2f}  "
           f"({m['bits_per_param']:.4f} bits per parameter)")
     print(f"compression ratio eq. (1)        = {m['ratio_eq1']:.2f}")
     if m["label_entropy_bits"] is not None:
         print(f"label entropy                    = {m['label_entropy_bits']:.4f} bits per quantized weight")
-    print("\naverage codeword length per quantized weight (bits):")
-    for key, value in m["bits_per_weight"].items():
-        print(f"  {key:<20}{value:>10.4f}")
-    print("\nindex bits per quantized weight:")
-    for key, value in m["index_bits_per_kept"].items():
-        print(f"  {key:<20}{value:>10.4f}")
+    _print_rows("average codeword length per quantized weight (bits)", m["bits_per_weight"], "{:>10.4f}")
+    _print_rows("index bits per quantized weight", m["index_bits_per_kept"], "{:>10.4f}")
     return 0
+
+
+def _print_rows(title: str, rows: dict, number: str, width: int = 20) -> None:
+    print(f"\n{title}:")
+    for key, value in rows.items():
+        print(f"  {key:<{width}}" + number.format(value))
 
 
 def _check_output(out: Path, *, inputs: list, folders: list = (), force: bool) -> None:

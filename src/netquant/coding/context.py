@@ -113,7 +113,7 @@ class Counts:
         self.n1 += np.bincount(flat, weights=np.tile(np.asarray(bits, np.float64), len(ids)), minlength=size)
 
 
-def _neighbours(a4: np.ndarray, o0: int, o1: int, i0: int, i1: int, y: int, x: int) -> list:
+def kernel_neighbours(a4: np.ndarray, o0: int, o1: int, i0: int, i1: int, y: int, x: int) -> list:
     """The left, up, up-left and up-right kernel neighbours of (o0:o1, i0:i1, y, x); None outside."""
     kh, kw = a4.shape[2:]
     out = []
@@ -191,7 +191,7 @@ def _mask_tensor(code: _Coder, sig: Counts, view, kept: int, truth: np.ndarray |
         y, x = divmod(j, kw)
         if o0 == 0 and i0 == 0:
             column_kept[:] = 0
-        present = [n for n in _neighbours(m4, o0, o1, i0, i1, y, x) if n is not None]
+        present = [n for n in kernel_neighbours(m4, o0, o1, i0, i1, y, x) if n is not None]
         nk = sum(n.astype(np.int64) for n in present) if present else 0
         nkc = np.broadcast_to(nk * 5 + len(present), (o1 - o0, i1 - i0))
         pf = (filter_kept[o0:o1] + RC_PRIOR * d) / (i * j + RC_PRIOR)
@@ -286,7 +286,7 @@ def _labels_batch(code: _Coder, model: _LabelModel, a4, keep, truth, conv: int, 
     y, x = divmod(j, kw)
     n = int(keep.sum())
     zero = np.zeros((o1 - o0, i1 - i0), np.int64)
-    left, up, upleft, upright = [zero if v is None else v for v in _neighbours(a4, o0, o1, i0, i1, y, x)]
+    left, up, upleft, upright = [zero if v is None else v for v in kernel_neighbours(a4, o0, o1, i0, i1, y, x)]
     pred = (np.clip(left + up, -4, 4) + 4)[keep]
     around = (np.abs(left) + np.abs(up) + (np.abs(upleft) + np.abs(upright)) // 2)[keep]
     scale = np.minimum(floor_log2(around + 1), 7)

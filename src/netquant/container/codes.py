@@ -302,17 +302,10 @@ if set(LABEL_CODE_TABLE) != set(LABEL_CODES) or set(INDEX_CODE_TABLE) != set(IND
     raise ImportError("the codec table and netquant.vocabulary name different codes")
 
 
-def label_code_with_id(code_id: int) -> LabelCode:
-    for code in LABEL_CODE_TABLE.values():
+def code_with_id(table: dict, code_id: int, what: str):
+    """The code of ``table`` (``LABEL_CODE_TABLE`` or ``INDEX_CODE_TABLE``) that a file names by ``code_id``."""
+    for code in table.values():
         if code.id == code_id:
             return code
-    raise ContainerError(f"section META: unknown label code {code_id} (this netquant knows "
-                         f"{', '.join(f'{c.id} {c.name}' for c in LABEL_CODE_TABLE.values())})")
-
-
-def index_code_with_id(code_id: int) -> IndexCode:
-    for code in INDEX_CODE_TABLE.values():
-        if code.id == code_id:
-            return code
-    raise ContainerError(f"section META: unknown index code {code_id} (this netquant knows "
-                         f"{', '.join(f'{c.id} {c.name}' for c in INDEX_CODE_TABLE.values())})")
+    raise ContainerError(f"section META: unknown {what} code {code_id} (this netquant knows "
+                         f"{', '.join(f'{c.id} {c.name}' for c in table.values())})")

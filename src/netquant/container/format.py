@@ -86,8 +86,7 @@ from netquant.container.codes import (
     LABEL_CODE_TABLE,
     LabelStream,
     SparseTensor,
-    index_code_with_id,
-    label_code_with_id,
+    code_with_id,
 )
 from netquant.qmodel import PRUNED, QuantizedModel, QuantizedTensor
 from netquant.vocabulary import INDEX_CODES, LABEL_CODES
@@ -365,7 +364,8 @@ def _inflate_meta(payload: bytes) -> bytes:
 
 def _parse_meta(meta: bytes, version: int, sections, section_bytes, n: int, max_elements: int | None) -> Parsed:
     r = SectionReader(meta, "META")
-    label_code, index_code = label_code_with_id(r.varint()), index_code_with_id(r.varint())
+    label_code = code_with_id(LABEL_CODE_TABLE, r.varint(), "label")
+    index_code = code_with_id(INDEX_CODE_TABLE, r.varint(), "index")
     bound = r.varint()
     if bound < 1:
         raise ContainerError(f"section META: index bound {bound} (at least 1)")
