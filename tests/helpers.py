@@ -1,15 +1,18 @@
 """Helpers shared by the workflow tests: the repository, a copy of the workflow, running Snakemake."""
 
 import heapq
+import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+# seconds a Snakemake call of a test may take; raise it on a machine busy with other work
+SNAKEMAKE_TIMEOUT = int(os.environ.get("NETQUANT_TEST_SNAKEMAKE_TIMEOUT", "900"))
 
 
-def snakemake(*args, cwd=REPO, check=True, timeout=900):
+def snakemake(*args, cwd=REPO, check=True, timeout=SNAKEMAKE_TIMEOUT):
     cmd = [sys.executable, "-m", "snakemake", *args]
     run = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
     if check and run.returncode != 0:

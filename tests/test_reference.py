@@ -52,8 +52,8 @@ def _finished_run(folder: Path, accuracies: dict[str, float], *, ratio_file: boo
 
 def test_a_run_is_kept_with_its_files_and_its_run_page(tmp_path):
     run = _finished_run(tmp_path / "run", {"lenet5": 99.3, "resnet32": 91.7})
-    page = reference.collect(run / "results", tmp_path / "ref", command="snakemake --cores 2", logs=run / "logs",
-                               run_folder=run, note="resumed once")
+    folder_readme = reference.collect(run / "results", tmp_path / "ref", command="snakemake --cores 2",
+                                      logs=run / "logs", run_folder=run, note="resumed once")
     table1 = pd.read_csv(tmp_path / "ref/tables/table1.csv")
     assert list(table1["path"]) == ["files/lenet5/uniform-paper.nqz", "files/resnet32/uniform-paper.nqz"]
     for row in table1.itertuples():
@@ -63,7 +63,7 @@ def test_a_run_is_kept_with_its_files_and_its_run_page(tmp_path):
         assert "snakemake --cores 2" in page and "| sweep | 2 | 25 | 12 |" in page
         assert "- wall time: 1500.5 min, summed over 2 Snakemake invocations" in page
         assert "- note: resumed once" in page
-    assert "lenet5/RUN.md" in page.read_text() and "machine:" in page.read_text()
+    assert "lenet5/RUN.md" in folder_readme.read_text() and "machine:" in folder_readme.read_text()
     with pytest.raises(FileExistsError, match="--add"):
         reference.collect(run / "results", tmp_path / "ref", command="again", logs=run / "logs", run_folder=run)
 

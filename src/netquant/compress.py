@@ -307,7 +307,7 @@ def largest_ratio(model: nn.Module, importance: dict[str, torch.Tensor] | None, 
                             device=train.resolve_device(device)).probe()
 
     coarse = [measure(value) for value in grid]
-    chosen, made = search.search(measure, coarse, floor, max_probes=max_probes, integer=rate_name == "k")
+    chosen, made = search.search(measure, coarse, floor, max_probes=max_probes, integer=quantizers.rate_is_integer(method))
     as_dict = lambda p: {"rate": p.rate, "accuracy": p.accuracy, "ratio": p.ratio, **p.info}  # noqa: E731
     return {"best": as_dict(chosen) if chosen else None, "probes": [as_dict(p) for p in coarse + made]}
 

@@ -22,7 +22,7 @@ import torch
 from netquant import report, search, train
 from netquant.io import read_json
 from netquant.measure import measure_rate
-from netquant.quantize import quantized_names, rate_parameter
+from netquant.quantize import quantized_names, rate_is_integer, rate_parameter
 from netquant.quantize.network import network_rate_grid
 from netquant.steps import describe, load_network, source_for, test_metrics, write_csv
 
@@ -199,8 +199,8 @@ def search_curve(arch: str, finetune: dict, *, method: str, importance_name: str
         rows.extend(measured)
         return search.Probe(value, [r["accuracy"] for r in measured], min(r["ratio_file"] for r in measured))
 
-    integer = curve.rate_name == "k"
-    _, made = search.search(measure, coarse, floor, max_probes=search_cfg["max_probes"], integer=integer)
+    _, made = search.search(measure, coarse, floor, max_probes=search_cfg["max_probes"],
+                            integer=rate_is_integer(method))
     swept_best = search.best(coarse, floor) or max(coarse, key=lambda p: p.accuracy)
     if not any(p.rate == swept_best.rate for p in made):
         made.append(measure(swept_best.rate))

@@ -25,10 +25,10 @@ centre, ...) are options of :func:`quantize`, exposed as config keys and listed 
 
 from netquant.quantize.model import kept_values, quantize_model
 from netquant.quantize.network import quantize_network, quantized_names
-from netquant.quantize.rates import rate_grid, rate_parameter
+from netquant.quantize.rates import rate_grid, rate_is_integer, rate_parameter
 from netquant.quantize.result import QuantizationResult
 from netquant.quantize.vector import method_options, quantize
 from netquant.vocabulary import METHODS
 
 __all__ = ["METHODS", "QuantizationResult", "kept_values", "method_options", "quantize", "quantize_model",
-           "quantize_network", "quantized_names", "rate_grid", "rate_parameter"]
+           "quantize_network", "quantized_names", "rate_grid", "rate_is_integer", "rate_parameter"]

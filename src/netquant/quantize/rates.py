@@ -21,6 +21,11 @@ def rate_parameter(method: str) -> str:
     raise ValueError(f"unknown quantization method {method!r}; choose one of {', '.join(METHODS)}")
 
 
+def rate_is_integer(method: str) -> bool:
+    """Whether ``method``'s rate parameter takes whole numbers only (k, a number of clusters)."""
+    return rate_parameter(method) == "k"
+
+
 def rate_grid(
     method: str,
     w,
