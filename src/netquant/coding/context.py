@@ -21,6 +21,9 @@ are one categorical symbol, the exp-Golomb length another, the suffix bits binar
 Probabilities are hierarchical adaptive counts (:class:`Counts`): at each level ``p = (n_s + beta p_coarser)
 / (n + beta)``. Only + - * / and comparisons with constants written below enter, so encoder and decoder
 compute the same probabilities bit for bit on any machine (IEEE-754 double precision; no log or exp).
+
+The constants below are part of the file format: files are decoded with the values they were encoded with,
+so a change to any of them is a new code (a new ID in ``netquant.container.codes``), never an edit.
 """
 
 from __future__ import annotations
