@@ -111,7 +111,8 @@ def test_smoke_workflow_end_to_end(tmp_path):
         nqz = work / row.path
         assert nqz.stat().st_size == row.file_bytes  # the ratio is measured on the file itself
         assert abs(32 * row.n_params / (8 * row.file_bytes) - row.ratio_file) < 1e-9
-        assert set(container.read_state_dict(nqz)) >= {"conv1.weight"}
+        first = {"lenet5": "conv1.weight", "resnet32": "conv1.weight", "alexnet": "features.0.weight"}[row.network]
+        assert first in container.read_state_dict(nqz)
     table1 = pd.read_csv(work / "results/tables/table1.csv")
     assert {"Original model", "Pruned model", "Uniform quantization"} <= set(table1["label"])
     for name in ["fig1-lenet5", "fig1-resnet32", "fig2", "fig3-resnet32", "layerwise-lenet5"]:
