@@ -9,7 +9,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 # seconds a Snakemake call of a test may take; raise it on a machine busy with other work
-SNAKEMAKE_TIMEOUT = int(os.environ.get("NETQUANT_TEST_SNAKEMAKE_TIMEOUT", "900"))
+SNAKEMAKE_TIMEOUT = int(os.environ.get("NETQUANT_TEST_SNAKEMAKE_TIMEOUT", "1800"))
 
 
 def snakemake(*args, cwd=REPO, check=True, timeout=SNAKEMAKE_TIMEOUT):
