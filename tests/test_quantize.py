@@ -22,7 +22,7 @@ settings.register_profile("quantize", max_examples=60, deadline=None)
 settings.load_profile("quantize")
 
 RATE = {"kmeans": {"k": 3}, "hwkmeans": {"k": 3}, "dp-kmeans": {"k": 3}, "uniform": {"step": 0.25},
-        "ecsq": {"lam": 0.01, "k": 8}, "dp-ecsq": {"lam": 0.01}}  # fmt: skip
+        "ecsq": {"lam": 0.01, "k": 8}, "dp-ecsq": {"lam": 0.01}, "uniform-zero": {"step": 0.25}}  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------------
@@ -312,6 +312,27 @@ def test_uniform_zero_center_and_weighted_mean():
     np.testing.assert_allclose(quantize(w, h, method="uniform", step=10.0, weighted_mean=False).centers, [0.25])
 
 
+@given(st.lists(weight, min_size=1, max_size=60), st.floats(0.01, 0.5), st.data())
+def test_uniform_zero_is_uniform_with_the_zero_bin_pruned(values, step, data):
+    w = np.array(values, np.float32)
+    h = np.array(data.draw(st.lists(importance_value, min_size=len(w), max_size=len(w))))
+    plain = quantize(w, h, method="uniform", step=step)
+    zero = quantize(w, h, method="uniform-zero", step=step)
+    in_zero_bin = np.floor(w.astype(np.float64) / step + 0.5) == 0
+    np.testing.assert_array_equal(zero.labels, plain.labels)
+    np.testing.assert_array_equal(zero.values, np.where(in_zero_bin, 0.0, plain.values).astype(np.float32))
+    # in a model the zero bin's members are pruned and 0 is not a shared value
+    qmodel = quantize_model({"w": w}, param_names=["w"], importance={"w": h}, method="uniform-zero", step=step)
+    np.testing.assert_array_equal(qmodel.tensors["w"].labels == PRUNED, in_zero_bin)
+    np.testing.assert_array_equal(qmodel.values("w"), zero.values)
+    assert 0.0 not in qmodel.codebooks[0]
+
+
+def test_uniform_zero_needs_a_zero_centred_bin():
+    with pytest.raises(ValueError, match="zero_center"):
+        quantize(np.array([0.1, 0.5]), method="uniform-zero", step=0.25, zero_center=False)
+
+
 def test_uniform_thresholds_are_evenly_spaced():
     w = (np.arange(-1000, 1000) + 0.5) / 1000  # evenly spread, never on a threshold
     result = quantize(w, method="uniform", step=0.1)
@@ -434,7 +455,7 @@ def test_torch_tensors_are_accepted():
 
 
 def test_rate_parameter_names():
-    assert [rate_parameter(m) for m in METHODS] == ["k", "k", "step", "lam", "k", "lam"]
+    assert [rate_parameter(m) for m in METHODS] == ["k", "k", "step", "lam", "k", "lam", "step"]
     with pytest.raises(ValueError, match="unknown"):
         rate_parameter("median")
 

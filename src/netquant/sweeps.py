@@ -160,7 +160,7 @@ def sweep_curve(arch: str, finetune: dict, *, method: str, importance_name: str,
 
 def paper_floor(arch: str, method: str, importance_name: str) -> float:
     """The paper's Table 1 accuracy of the row a curve serves (the DP solvers: that of their heuristic)."""
-    counterpart = {"dp-kmeans": "hwkmeans", "dp-ecsq": "ecsq"}.get(method, method)
+    counterpart = {"dp-kmeans": "hwkmeans", "dp-ecsq": "ecsq", "uniform-zero": "uniform"}.get(method, method)
     key = {"kmeans": "kmeans", "uniform": "uniform", "ecsq": "ecsq"}.get(counterpart)
     if counterpart == "hwkmeans":
         key = "adam-kmeans" if importance_name == "adam" else "hwkmeans"

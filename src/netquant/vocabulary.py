@@ -9,7 +9,8 @@ from __future__ import annotations
 import re
 
 # quantizers (netquant.quantize)
-METHODS = ("kmeans", "hwkmeans", "uniform", "ecsq", "dp-kmeans", "dp-ecsq")
+# uniform-zero: uniform quantization whose zero bin decodes to exactly 0 and joins the pruned positions
+METHODS = ("kmeans", "hwkmeans", "uniform", "ecsq", "dp-kmeans", "dp-ecsq", "uniform-zero")
 INITS = ("linear", "quantile", "random")
 SCOPES = ("all", "layer")  # one codebook for all layers (the paper) or one per layer (Deep Compression)
 

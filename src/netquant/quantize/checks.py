@@ -46,15 +46,15 @@ def check_importance(h, n: int) -> np.ndarray | None:
 
 
 def check_rate_arguments(method: str, k, step, lam) -> int | None:
-    if method in ("kmeans", "hwkmeans", "dp-kmeans") or (method in ("ecsq", "uniform") and k is not None):
+    if method in ("kmeans", "hwkmeans", "dp-kmeans") or (method in ("ecsq", "uniform", "uniform-zero") and k is not None):
         if method in ("kmeans", "hwkmeans", "dp-kmeans") and k is None:
             raise ValueError(f"method {method!r} needs k (the number of clusters)")
         if isinstance(k, bool) or int(k) != k or k < 1:
             raise ValueError(f"k must be an integer >= 1, got {k!r}")
         k = int(k)
-    if method == "uniform":
+    if method in ("uniform", "uniform-zero"):
         if (step is None) == (k is None):
-            raise ValueError("method 'uniform' needs exactly one of step (bin width) or k (number of bins)")
+            raise ValueError(f"method {method!r} needs exactly one of step (bin width) or k (number of bins)")
         if step is not None and not (step > 0 and math.isfinite(step)):
             raise ValueError(f"step must be a finite number > 0, got {step!r}")
     if method in ("ecsq", "dp-ecsq"):

@@ -1,6 +1,7 @@
 """Applying a quantizer to a model: all layers with one codebook (the paper) or one per layer.
 
 Pruned elements get the label ``PRUNED``, decode to exactly 0 and are neither quantized nor a cluster.
+A shared value of exactly 0 (``uniform-zero``'s zero bin) is the pruned value: its members are pruned too.
 """
 
 from __future__ import annotations
@@ -105,19 +106,29 @@ def quantize_model(
         h = np.concatenate([kept_importance[name] for name in names]) if importance is not None and names else None
         result = quantize(w, h, method=method, **quantize_kwargs)
         results.append(result)
-        codebooks.append(result.centers)
+        centers, book_labels = _zero_value_pruned(result.centers, result.labels)
+        codebooks.append(centers)
         offset = 0
         for name in names:
             kept = kept_masks[name]
             labels = np.full(kept.size, PRUNED, np.int32)
             count = int(kept.sum())
-            labels[kept] = result.labels[offset : offset + count]
+            labels[kept] = book_labels[offset : offset + count]
             offset += count
             tensors[name] = QuantizedTensor(arrays[name].shape, book, labels)
 
     passthrough = {name: np.array(arrays[name], copy=True) for name in arrays if name not in tensors}
     model = QuantizedModel(codebooks, tensors, passthrough, list(state_dict.keys()), list(parameters))
     return (model, results) if return_results else model
+
+
+def _zero_value_pruned(centers: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The codebook without a centre of exactly 0, whose members get ``PRUNED`` (the others renumbered)."""
+    zero = centers == 0
+    if not zero.any():
+        return centers, labels
+    renumber = np.where(zero, PRUNED, np.cumsum(~zero) - 1).astype(np.int32)
+    return centers[~zero], renumber[labels]
 
 
 def kept_values(tensors: Mapping[str, torch.Tensor], names: Sequence[str],

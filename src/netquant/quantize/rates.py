@@ -14,7 +14,7 @@ def rate_parameter(method: str) -> str:
     """Name of the argument of :func:`quantize` that sets the rate of ``method``: "k", "step" or "lam"."""
     if method in ("kmeans", "hwkmeans", "dp-kmeans"):
         return "k"
-    if method == "uniform":
+    if method in ("uniform", "uniform-zero"):
         return "step"
     if method in ("ecsq", "dp-ecsq"):
         return "lam"

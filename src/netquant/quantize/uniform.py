@@ -1,5 +1,9 @@
 """Uniform quantization (the paper's section 5.2): uniformly spaced thresholds of width ``step``; each
-non-empty bin's centre is the plain or the Hessian-weighted mean of its members (Figure 3)."""
+non-empty bin's centre is the plain or the Hessian-weighted mean of its members (Figure 3).
+
+``uniform-zero`` (beyond the paper) pins the zero bin's centre to exactly 0, so its members become pruned
+weights (:mod:`netquant.quantize.model`): coded as positions, not labels, as NNR's uniform quantizer with a
+zero reconstruction level does."""
 
 from __future__ import annotations
 
@@ -19,8 +23,18 @@ def uniform_bins(w: np.ndarray, step: float, zero_center: bool) -> np.ndarray:
     return np.floor(scaled)
 
 
-def uniform_cells(w, h, step: float, *, zero_center: bool, weighted_mean: bool):
-    _, labels = np.unique(uniform_bins(w, step, zero_center), return_inverse=True)
+def uniform_cells(w, h, step: float, *, zero_center: bool, weighted_mean: bool, zero_bin_to_zero: bool = False):
+    bins, labels = np.unique(uniform_bins(w, step, zero_center), return_inverse=True)
+    centers, labels = _bin_means(w, h, labels, weighted_mean)
+    if zero_bin_to_zero:
+        if not zero_center:
+            raise ValueError("uniform-zero needs zero_center: true (0 the middle of a bin); "
+                             "set quantize.options.zero_center to true")
+        centers = np.where(bins == 0, 0.0, centers)
+    return centers, labels
+
+
+def _bin_means(w, h, labels, weighted_mean: bool):
     labels = labels.astype(np.int32).reshape(-1)
     count = np.bincount(labels)
     plain = np.bincount(labels, w) / count

@@ -44,7 +44,7 @@ def quantize(
     ----------
     w : array-like [n], real; the weights (numpy array or CPU tensor).
     h : array-like [n] or None; importance, finite and >= 0 (None: all ones).
-    method : one of "kmeans", "hwkmeans", "uniform", "ecsq", "dp-kmeans", "dp-ecsq".
+    method : one of "kmeans", "hwkmeans", "uniform", "ecsq", "dp-kmeans", "dp-ecsq", "uniform-zero".
     k, step, lam, seed, init, max_iter, tol, weighted_mean, zero_center, bins :
         see "Options" below.
 
@@ -61,6 +61,8 @@ def quantize(
     uniform     uniformly spaced thresholds of width ``step`` (or about ``k`` bins over [min, max]); each
                 non-empty bin's centre is the weighted or plain mean of its members (the paper's uniform
                 quantization).
+    uniform-zero  uniform, with the zero bin's centre exactly 0 (needs ``zero_center``): in a model its
+                members join the pruned weights (:func:`netquant.quantize.quantize_model`). Beyond the paper.
     ecsq        iterative entropy-constrained scalar quantization (the paper's Algorithm 1): equal initial
                 proportions; assign ``argmin_j h_i (w_i - c_j)^2 - lam log2 p_j``; update weighted means and
                 ``p_j = |C_j| / n``; stop when J decreases by less than ``tol * J``. The exact assignment
@@ -85,7 +87,7 @@ def quantize(
         kmeans, hwkmeans, dp-kmeans: number of clusters, required.
         ecsq: the *initial* k of Algorithm 1, default 1024; with linear init this reaches
         about 8 bits on network-like (Laplacian) weights, 256 saturates near 6 bits.
-        uniform: alternative to ``step``, ``step = (max - min) / k`` (about k bins).
+        uniform, uniform-zero: alternative to ``step``, ``step = (max - min) / k`` (about k bins).
     step : float
         uniform: bin width.
     lam : float
@@ -160,11 +162,12 @@ def quantize(
     if n == 0:
         return make_result(method, w, h, np.zeros(0), np.zeros(0, np.int32), lam=lam, step=step)
 
-    if method == "uniform":
+    if method in ("uniform", "uniform-zero"):
         if step is None:
             span = float(w.max() - w.min())
             step = span / k if span > 0 else 1.0
-        centers, labels = uniform_cells(w, h, step, zero_center=zero_center, weighted_mean=weighted_mean)
+        centers, labels = uniform_cells(w, h, step, zero_center=zero_center, weighted_mean=weighted_mean,
+                                        zero_bin_to_zero=method == "uniform-zero")
         return make_result(method, w, h, centers, labels, step=step)
 
     data = SortedData(w, None if method == "kmeans" else h)  # kmeans: h only enters the statistics

@@ -50,6 +50,7 @@ METHOD_STYLES: dict[str, CurveStyle] = {
     "ecsq": CurveStyle("Iterative ECSQ", "black", "D"),
     "dp-kmeans": CurveStyle("Optimal weighted k-means (DP)", "#d62728", "s", "--", filled=False),
     "dp-ecsq": CurveStyle("Optimal interval-cell ECSQ (DP)", "black", "D", "--", filled=False),
+    "uniform-zero": CurveStyle("Uniform quantization, zero bin pruned", "#2ca02c", "^", "--", filled=False),
 }
 # Figure 2: the same quantizer (red squares) with three sources of importance.
 IMPORTANCE_STYLES: tuple[CurveStyle, ...] = (

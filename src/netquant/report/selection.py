@@ -50,6 +50,7 @@ TABLE1_ROWS: tuple[Table1Row, ...] = (
     Table1Row("deep-compression", "Deep Compression (Han et al.)"),
     Table1Row("dp-kmeans", "Optimal weighted k-means (DP)", "dp-kmeans", "weighted", in_paper=False),
     Table1Row("dp-ecsq", "Optimal interval-cell ECSQ (DP)", "dp-ecsq", "weighted", in_paper=False),
+    Table1Row("uniform-zero", "Uniform quantization, zero bin pruned", "uniform-zero", "weighted", in_paper=False),
     Table1Row("uniform-ans", "Uniform quantization, ANS-coded labels", "uniform", "weighted",
               ratio_column="ratio_file_ans", path_column="path_ans", in_paper=False),
     Table1Row("uniform-mask-ans", "Uniform quantization, better index code", "uniform", "weighted",
@@ -60,7 +61,8 @@ TABLE1_ROWS: tuple[Table1Row, ...] = (
           ("kmeans", "k-means", "kmeans", "none"), ("hwkmeans", "Hessian-weighted k-means", "hwkmeans", "hessian"),
           ("uniform", "Uniform quantization", "uniform", "weighted"), ("ecsq", "Iterative ECSQ", "ecsq", "weighted"),
           ("dp-kmeans", "Optimal weighted k-means (DP)", "dp-kmeans", "weighted"),
-          ("dp-ecsq", "Optimal interval-cell ECSQ (DP)", "dp-ecsq", "weighted"))),
+          ("dp-ecsq", "Optimal interval-cell ECSQ (DP)", "dp-ecsq", "weighted"),
+          ("uniform-zero", "Uniform quantization, zero bin pruned", "uniform-zero", "weighted"))),
 )
 TABLE1_COLUMNS = (
     "network", "row", "label", "floor_name", "status", "note", "method", "importance", "rate_name", "rate_value",
