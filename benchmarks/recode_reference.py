@@ -54,10 +54,7 @@ def main() -> None:
         print(f"{row.network} {name} {row.floor_name}: {row.ratio:.2f}x -> {metrics['ratio_file']:.2f}x ({target})")
     keys = {(r["network"], r["row"], r["floor_name"]) for r in added}
     kept = table[[(n, r, f) not in keys for n, r, f in zip(table["network"], table["row"], table["floor_name"])]]
-    merged = pd.concat([kept, pd.DataFrame(added)], ignore_index=True)
-    order = {key: i for i, key in enumerate(row.key for row in report.TABLE1_ROWS)}
-    merged = merged.sort_values(["network", "row"], key=lambda c: c.map(order) if c.name == "row" else c.map(
-        {n: i for i, n in enumerate(report.ordered_networks(set(merged["network"])))}), kind="stable")
+    merged = report.in_table1_order(pd.concat([kept, pd.DataFrame(added)], ignore_index=True))
     tables = args.folder / "tables"
     report.write_table_files(merged, tables / "table1.csv", tables / "table1.md", tables / "table1.tex",
                              columns=(*report.TABLE1_DISPLAY_COLUMNS, "path"))

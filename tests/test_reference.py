@@ -14,23 +14,28 @@ from netquant import compress, container, models, readme, reference, report
 FIGURES = {"fig2": {}}  # no figure-2 curves: the shared figure is not drawn here
 
 
-def _finished_run(folder: Path, accuracies: dict[str, float], *, ratio_file: bool = True) -> Path:
+def _finished_run(folder: Path, accuracies: dict[str, float], *, ratio_file: bool = True, method: str = "uniform",
+                  pruned_accuracy: float | None = None) -> Path:
     """The tables, one Table 1 file per network and the benchmark logs of a finished run of ``accuracies``'s
-    networks (each network's uniform row at its accuracy)."""
+    networks (each network's ``method`` row at its accuracy; with ``pruned_accuracy``, a pruned-model row)."""
     results = folder / "results"
     tables = results / "tables"
     tables.mkdir(parents=True)
     torch.manual_seed(0)
     rows, points, model_rows = [], [], []
     for net, accuracy in accuracies.items():
-        path = results / net / "pruned" / "search" / "uniform.nqz"
+        path = results / net / "pruned" / "search" / f"{method}.nqz"
         path.parent.mkdir(parents=True)
-        m = compress.save(compress.quantize(models.build("lenet5"), method="uniform", bits=2), path)
-        rows.append({**{c: math.nan for c in report.TABLE1_COLUMNS}, "network": net, "row": "uniform",
-                     "label": "Uniform quantization", "floor_name": "paper", "status": "selected", "method": "uniform",
+        m = compress.save(compress.quantize(models.build("lenet5"), method=method, bits=2), path)
+        if pruned_accuracy is not None:
+            rows.append({**{c: math.nan for c in report.TABLE1_COLUMNS}, "network": net, "row": "pruned",
+                         "label": "Pruned model", "status": "model", "accuracy": pruned_accuracy, "ratio": 10.0})
+        rows.append({**{c: math.nan for c in report.TABLE1_COLUMNS}, "network": net, "row": method,
+                     "label": {r.key: r.label for r in report.TABLE1_ROWS}[method], "floor_name": "paper", "status": "selected", "method": method,
                      "accuracy": accuracy, "ratio": m["ratio_file"] * (1 if ratio_file else 2),
                      "path": str(path)})
-        points.append({"network": net, "variant": "pruned", "method": "uniform", "accuracy": accuracy})
+        points.append({"network": net, "variant": "pruned", "scope": "all", "method": method, "importance": "none",
+                       "accuracy": accuracy})
         model_rows += [{"network": net, "variant": variant, "accuracy": accuracy, "top5": math.nan,
                         "parameters": 431080, "nonzeros": 431080 // (1 if variant == "baseline" else 10),
                         "ratio_file": math.nan, "file_bytes": math.nan} for variant in ("baseline", "pruned")]
@@ -85,6 +90,35 @@ def test_adding_a_run_replaces_its_networks_and_keeps_the_others(tmp_path):
     assert "first run" in (ref / "resnet32/RUN.md").read_text()
     assert (ref / "files/resnet32/uniform-paper.nqz").read_bytes() == resnet_file
     assert (ref / "tables/findings.md").exists() and (ref / "tables/dp_gap.md").exists()
+    assert not (tmp_path / "ref.partial").exists()
+
+
+def test_adding_rows_keeps_the_networks_other_rows_and_checks_the_pruned_model(tmp_path):
+    first = _finished_run(tmp_path / "first", {"lenet5": 99.3, "resnet32": 91.7}, pruned_accuracy=99.42)
+    more = _finished_run(tmp_path / "more", {"lenet5": 99.35}, method="uniform-zero", pruned_accuracy=99.42)
+    other_model = _finished_run(tmp_path / "other", {"lenet5": 99.35}, method="uniform-zero", pruned_accuracy=99.1)
+    ref = tmp_path / "ref"
+    reference.collect(first / "results", ref, command="first run", logs=first / "logs", run_folder=first)
+    before = {p: p.read_bytes() for p in ref.rglob("*") if p.is_file()}
+    with pytest.raises(ValueError, match="pruned model is not the reference folder's"):
+        reference.add_rows(other_model / "results", ref, command="x", logs=other_model / "logs",
+                           run_folder=other_model, figures=FIGURES)
+    assert {p: p.read_bytes() for p in ref.rglob("*") if p.is_file()} == before
+    reference.add_rows(more / "results", ref, command="more rows", logs=more / "logs", run_folder=more,
+                       figures=FIGURES, scale="cpu")
+    table1 = pd.read_csv(ref / "tables/table1.csv")
+    assert list(zip(table1["network"], table1["row"])) == [
+        ("lenet5", "pruned"), ("lenet5", "uniform"), ("lenet5", "uniform-zero"), ("resnet32", "pruned"),
+        ("resnet32", "uniform")]
+    added = table1[table1["row"] == "uniform-zero"].iloc[0]
+    assert added["path"] == "files/lenet5/uniform-zero-paper.nqz" and added["accuracy"] == 99.35
+    assert container.metrics(ref / added["path"])["ratio_file"] == pytest.approx(added["ratio"])
+    assert (ref / "files/lenet5/uniform-paper.nqz").read_bytes() == before[ref / "files/lenet5/uniform-paper.nqz"]
+    points = pd.read_csv(ref / "tables/points.csv")
+    assert sorted(points.loc[points["network"] == "lenet5", "method"]) == ["uniform", "uniform-zero"]
+    page = (ref / "lenet5/RUN.md").read_text()
+    assert "first run" in page and "# The run behind the rows added later: Uniform quantization, zero bin pruned" in page and "more rows" in page
+    assert "more rows" not in (ref / "resnet32/RUN.md").read_text()
     assert not (tmp_path / "ref.partial").exists()
 
 

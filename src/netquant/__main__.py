@@ -8,7 +8,7 @@ Commands:
   compress --arch NAME [--weights FILE] (--images DIR | --dataset NAME --data-root DIR) --method M
            (--bits B | --k K | --step S | --lam L) --out FILE.nqz
                               compress your own model (torchvision:<name> or package.module:callable)
-  reference --out reference/cpu --command "snakemake ..." [--results results] [--logs logs] [--force | --add]
+  reference --out reference/cpu --command "snakemake ..." [--results results] [--logs logs] [--force | --add | --add-rows]
                               keep a finished run's figures, tables and Table 1 files, with provenance
   readme README.md            generate the README's tables of reference results again from reference/
 """
@@ -128,7 +128,9 @@ def _compress(args: argparse.Namespace) -> int:
 
 def _reference(args: argparse.Namespace) -> int:
     config = {}
-    if args.add:
+    if args.add and args.add_rows:
+        raise ValueError("give --add or --add-rows, not both")
+    if args.add or args.add_rows:
         import yaml
 
         configfile = Path(args.configfile or Path(args.run_folder) / "config" / "config.yaml")
@@ -136,6 +138,12 @@ def _reference(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"{configfile} not found: --add needs the run's config (--configfile) for "
                                     "Figure 2's curves and the findings")
         config = yaml.safe_load(configfile.read_text())
+    if args.add_rows:
+        readme = reference.add_rows(args.results, args.out, command=args.run_command, logs=args.logs,
+                                    run_folder=args.run_folder, figures=config.get("figures") or {},
+                                    scale=config.get("scale", ""), note=args.note)
+        print(f"added the rows of {args.results} to {readme.parent}/ (see {readme})")
+        return 0
     readme = reference.collect(args.results, args.out, command=args.run_command, logs=args.logs,
                                run_folder=args.run_folder, replace=args.force, add=args.add,
                                figures=config.get("figures"), scale=config.get("scale", ""), note=args.note)
@@ -213,7 +221,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace the reference folder if it exists")
     p.add_argument("--add", action="store_true",
                    help="add this run's networks to an existing reference folder (the others' results stay)")
-    p.add_argument("--configfile", help="with --add: the run's config (default: RUN_FOLDER/config/config.yaml)")
+    p.add_argument("--add-rows", action="store_true",
+                   help="add the Table 1 rows of a run that computed only some curves of networks already in the "
+                        "folder, from the same pruned models (their rows and points replace those of the same name)")
+    p.add_argument("--configfile", help="with --add or --add-rows: the run's config (default: "
+                                        "RUN_FOLDER/config/config.yaml)")
     p.add_argument("--note", default="", help="a sentence for the run page (<network>/RUN.md)")
     p.set_defaults(run=_reference)
 

@@ -5,8 +5,9 @@ every Table 1 row into one folder, renames each row's file after its row and flo
 (``files/<net>/<row>-<floor>.nqz``) and points Table 1's ``path`` column at it, checks that each file's
 size gives the row's ratio, and writes each network's run page ``<net>/RUN.md`` (commit, command, machine,
 the wall time of every stage read from Snakemake's benchmark files) and the folder's README. Runs of
-different networks share one folder: a later run is added to it (``add``). ``python -m netquant evaluate``
-on any of the files reproduces its row.
+different networks share one folder: a later run is added to it (``add``), and the rows of a run that
+computed only some curves of a network from the same pruned model are added with ``add_rows``.
+``python -m netquant evaluate`` on any of the files reproduces its row.
 """
 
 from __future__ import annotations
@@ -219,6 +220,76 @@ def collect(results: str | os.PathLike, out: str | os.PathLike, *, command: str,
         shutil.rmtree(previous)
     else:
         staging.rename(out)
+    return out / "README.md"
+
+
+def add_rows(results: str | os.PathLike, out: str | os.PathLike, *, command: str, figures: dict,
+             logs: str | os.PathLike = "logs", run_folder: str | os.PathLike = ".", scale: str = "",
+             note: str = "") -> Path:
+    """Add the Table 1 rows of a run that computed only some curves of networks already in ``out``, from
+    the same pruned models: its rows (all but the model rows) replace the folder's rows of the same name
+    and their files, its points replace the points of the same curves, every figure and what is drawn from
+    all networks is made again, and each network's RUN.md gets a section on the added rows (their run's
+    commit, command and stage times). The run's pruned models must be the folder's (same accuracy and
+    ratio), or the rows would not belong to its Table 1. Returns the README's path."""
+    results, out, logs, run_folder = Path(results), Path(out), Path(logs), Path(run_folder)
+    _check_out_keeps_inputs(out, results=results, logs=logs, run_folder=run_folder)
+    tables = results / "tables"
+    for name in ("table1.csv", "points.csv"):
+        if not (tables / name).exists():
+            raise FileNotFoundError(f"{tables / name} not found: finish the run (snakemake all) before adding its rows")
+    if not (out / "tables" / "table1.csv").exists():
+        raise FileNotFoundError(f"{out / 'tables' / 'table1.csv'} not found: there is no reference folder to add to")
+    old_table1 = pd.read_csv(out / "tables" / "table1.csv")
+    run_table1 = pd.read_csv(tables / "table1.csv")
+    networks = report.ordered_networks(set(run_table1["network"]))
+    for net in networks:
+        ours = run_table1[(run_table1["network"] == net) & (run_table1["row"] == "pruned")]
+        theirs = old_table1[(old_table1["network"] == net) & (old_table1["row"] == "pruned")]
+        if theirs.empty or ours.empty or not (
+                math.isclose(float(ours["accuracy"].iloc[0]), float(theirs["accuracy"].iloc[0]))
+                and math.isclose(float(ours["ratio"].iloc[0]), float(theirs["ratio"].iloc[0]))):
+            raise ValueError(f"{net}: the run's pruned model is not the reference folder's (accuracy and ratio differ "
+                             "or one is missing); add rows only from a run that started from the folder's pruned model "
+                             "(config key <network>.prune.pretrained: files/<network>/pruned.nqz)")
+    added = run_table1[~run_table1["row"].isin(("original", "pruned")) & run_table1["method"].notna()]
+    if added.empty:
+        raise ValueError(f"{tables / 'table1.csv'} has no quantized rows to add")
+    staging = out.with_name(out.name + ".partial")
+    if staging.exists():
+        shutil.rmtree(staging)
+    try:
+        shutil.copytree(out, staging)
+        added = _row_files(added, results, staging)
+        keys = set(zip(added["network"], added["row"]))
+        kept = old_table1[[key not in keys for key in zip(old_table1["network"], old_table1["row"])]]
+        table1 = report.in_table1_order(pd.concat([kept, added], ignore_index=True))
+        report.write_table_files(table1, staging / "tables" / "table1.csv", staging / "tables" / "table1.md",
+                                 staging / "tables" / "table1.tex", columns=(*report.TABLE1_DISPLAY_COLUMNS, "path"))
+        curve = ["network", "variant", "scope", "method", "importance"]
+        old_points, new_points = pd.read_csv(staging / "tables" / "points.csv"), pd.read_csv(tables / "points.csv")
+        replaced = set(map(tuple, new_points[curve].astype(str).values))
+        old_points = old_points[[tuple(key) not in replaced for key in old_points[curve].astype(str).values]]
+        write_text(staging / "tables" / "points.csv",
+                   pd.concat([old_points, new_points], ignore_index=True).to_csv(index=False))
+        _rebuild_shared(staging, table1, figures, scale)
+        provenance = _provenance(command=command, commit=_git_commit(run_folder), networks=networks,
+                                 wall=snakemake_wall_time(run_folder), note=note)
+        times = stage_times(logs)
+        for net in networks:
+            labels = ", ".join(dict.fromkeys(added.loc[added["network"] == net, "label"]))
+            page = staging / net / "RUN.md"
+            write_text(page, page.read_text() + "\n" + _run_page(net, provenance, times).replace(
+                f"# The run behind the {report.network_label(net)} results",
+                f"# The run behind the rows added later: {labels}", 1).replace("\n## ", "\n### "))
+        write_text(staging / "README.md", _readme(staging, table1))
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    previous = out.with_name(out.name + ".previous")
+    out.rename(previous)
+    staging.rename(out)
+    shutil.rmtree(previous)
     return out / "README.md"
 
 

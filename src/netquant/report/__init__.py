@@ -42,6 +42,7 @@ from netquant.report.selection import (
     TABLE1_ROWS,
     Table1Row,
     dp_gap_table,
+    in_table1_order,
     model_row,
     row_importance,
     select_point,
@@ -52,7 +53,7 @@ from netquant.report.writers import latex_table, markdown_table, write_table, wr
 __all__ = [
     "AccuracyScale", "DP_GAP_DISPLAY_COLUMNS", "METHOD_STYLES", "NETWORK_ORDER", "TABLE1_COLUMNS",
     "TABLE1_DISPLAY_COLUMNS", "TABLE1_ROWS", "Table1Row", "dp_gap_table", "findings_markdown", "findings_table",
-    "importance_label", "latex_table", "load_paper_numbers", "markdown_table", "model_row", "models_table",
+    "importance_label", "in_table1_order", "latex_table", "load_paper_numbers", "markdown_table", "model_row", "models_table",
     "network_label", "ordered_networks", "paper_cell", "paper_vs_ours_markdown", "parse_curve", "plot_figure1",
     "plot_figure2", "plot_figure3", "plot_layerwise", "read_points", "row_importance", "save_figure",
     "select_point", "select_table1", "swept_points", "write_points", "write_table", "write_table1",

@@ -81,6 +81,15 @@ SWEEP_FLOOR = "pruned (sweep)"
 
 
 
+def in_table1_order(table: pd.DataFrame) -> pd.DataFrame:
+    """Table 1's rows by network (the paper's order), then in the order of :data:`TABLE1_ROWS`; rows of
+    the same network and row (their floors) keep their order."""
+    rows = {key: i for i, key in enumerate(row.key for row in TABLE1_ROWS)}
+    networks = {net: i for i, net in enumerate(ordered_networks(set(table["network"])))}
+    return table.sort_values(["network", "row"], kind="stable", key=lambda column: column.map(
+        networks if column.name == "network" else rows)).reset_index(drop=True)
+
+
 def select_point(curve: pd.DataFrame, floor: float) -> tuple[pd.Series | None, bool]:
     """The point of ``curve`` with the largest ``ratio_file`` whose accuracy >= ``floor`` (ties: the more
     accurate); if none qualifies, the most accurate point (ties: the larger ratio).
