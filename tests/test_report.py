@@ -284,6 +284,13 @@ def test_figure2_importance_curves(tmp_path):
             "Hessian, 50,000 samples", "Hessian, 1,000 samples", "Alt-Hessian: Adam second moments"]
 
 
+def test_a_figure_whose_curve_lists_are_empty_is_drawn_without_curves(tmp_path):
+    # a run of some curves only (e.g. figures.fig2.lenet5: []) has no points for the figure at all
+    fig = report.plot_figure2(report.read_points([]), {"lenet5": []}, tmp_path / "fig2.pdf", tmp_path / "fig2.png")
+    _check_files(tmp_path, "fig2")
+    assert _curve_lines(fig.get_axes()[0]) == []
+
+
 def test_figure3_plain_vs_weighted_mean(tmp_path):
     fig = report.plot_figure3(synthetic_points(), "resnet32", tmp_path / "fig3.pdf", tmp_path / "fig3.png",
                               curves=FIG3)

@@ -191,6 +191,8 @@ def save_figure(fig: Figure, out_pdf: str | os.PathLike, out_png: str | os.PathL
 def _rows(points: pd.DataFrame, figure: str, **equal) -> pd.DataFrame:
     """The points of a figure's model variant and scope (and of ``equal``'s column values)."""
     variant, scope = FIGURE_MODELS[figure]
+    if points.empty:  # a figure whose curve lists are all empty: its panels are drawn without curves
+        return points
     keep = (points["variant"] == variant) & (points["scope"] == scope)
     for column, value in equal.items():
         keep &= points[column] == value
