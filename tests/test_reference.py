@@ -97,6 +97,9 @@ def test_adding_rows_keeps_the_networks_other_rows_and_checks_the_pruned_model(t
     first = _finished_run(tmp_path / "first", {"lenet5": 99.3, "resnet32": 91.7}, pruned_accuracy=99.42)
     more = _finished_run(tmp_path / "more", {"lenet5": 99.35}, method="uniform-zero", pruned_accuracy=99.42)
     other_model = _finished_run(tmp_path / "other", {"lenet5": 99.35}, method="uniform-zero", pruned_accuracy=99.1)
+    table = pd.read_csv(more / "results/tables/table1.csv")  # the rows of curves it did not compute
+    table = pd.concat([table, table.iloc[[-1]].assign(row="uniform", status="no points", path=math.nan)])
+    table.to_csv(more / "results/tables/table1.csv", index=False)
     ref = tmp_path / "ref"
     reference.collect(first / "results", ref, command="first run", logs=first / "logs", run_folder=first)
     before = {p: p.read_bytes() for p in ref.rglob("*") if p.is_file()}
@@ -110,6 +113,7 @@ def test_adding_rows_keeps_the_networks_other_rows_and_checks_the_pruned_model(t
     assert list(zip(table1["network"], table1["row"])) == [
         ("lenet5", "pruned"), ("lenet5", "uniform"), ("lenet5", "uniform-zero"), ("resnet32", "pruned"),
         ("resnet32", "uniform")]
+    assert table1.loc[table1["row"] == "uniform", "accuracy"].tolist() == [99.3, 91.7]
     added = table1[table1["row"] == "uniform-zero"].iloc[0]
     assert added["path"] == "files/lenet5/uniform-zero-paper.nqz" and added["accuracy"] == 99.35
     assert container.metrics(ref / added["path"])["ratio_file"] == pytest.approx(added["ratio"])

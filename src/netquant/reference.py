@@ -252,7 +252,9 @@ def add_rows(results: str | os.PathLike, out: str | os.PathLike, *, command: str
             raise ValueError(f"{net}: the run's pruned model is not the reference folder's (accuracy and ratio differ "
                              "or one is missing); add rows only from a run that started from the folder's pruned model "
                              "(config key <network>.prune.pretrained: files/<network>/pruned.nqz)")
-    added = run_table1[~run_table1["row"].isin(("original", "pruned")) & run_table1["method"].notna()]
+    # the rows the run measured: a file each (the curves it did not compute are rows without points)
+    added = run_table1[~run_table1["row"].isin(("original", "pruned")) & run_table1["path"].notna()
+                       & run_table1["path"].astype(str).str.len().gt(0)]
     if added.empty:
         raise ValueError(f"{tables / 'table1.csv'} has no quantized rows to add")
     staging = out.with_name(out.name + ".partial")
