@@ -46,8 +46,8 @@ def check_importance(h, n: int) -> np.ndarray | None:
 
 
 def check_rate_arguments(method: str, k, step, lam) -> int | None:
-    counts_bins = method in ("ecsq", "uniform", "uniform-zero") and k is not None
-    if method in ("kmeans", "hwkmeans", "dp-kmeans") or counts_bins:
+    k_given = method in ("ecsq", "uniform", "uniform-zero") and k is not None
+    if method in ("kmeans", "hwkmeans", "dp-kmeans") or k_given:
         if method in ("kmeans", "hwkmeans", "dp-kmeans") and k is None:
             raise ValueError(f"method {method!r} needs k (the number of clusters)")
         if isinstance(k, bool) or int(k) != k or k < 1:
