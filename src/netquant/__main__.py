@@ -135,8 +135,8 @@ def _reference(args: argparse.Namespace) -> int:
 
         configfile = Path(args.configfile or Path(args.run_folder) / "config" / "config.yaml")
         if not configfile.exists():
-            raise FileNotFoundError(f"{configfile} not found: --add needs the run's config (--configfile) for "
-                                    "Figure 2's curves and the findings")
+            raise FileNotFoundError(f"{configfile} not found: --add and --add-rows need the run's config "
+                                    "(--configfile) for the figures' curves and the findings")
         config = yaml.safe_load(configfile.read_text())
     if args.add_rows:
         readme = reference.add_rows(args.results, args.out, command=args.run_command, logs=args.logs,

@@ -18,6 +18,7 @@ import platform
 import re
 import shutil
 import subprocess
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -136,6 +137,29 @@ def _read(path: Path) -> pd.DataFrame | None:
     return pd.read_csv(path) if path.exists() else None
 
 
+@contextmanager
+def _staged(out: Path, *, from_out: bool):
+    """A folder beside ``out`` to build the new reference folder in (a copy of ``out`` with ``from_out``),
+    moved into place when the block completes and removed if it fails: ``out`` is never half-written."""
+    staging = out.with_name(out.name + ".partial")
+    if staging.exists():
+        shutil.rmtree(staging)
+    try:
+        if from_out:
+            shutil.copytree(out, staging)
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if out.exists():
+        previous = out.with_name(out.name + ".previous")
+        out.rename(previous)
+        staging.rename(out)
+        shutil.rmtree(previous)
+    else:
+        staging.rename(out)
+
+
 def collect(results: str | os.PathLike, out: str | os.PathLike, *, command: str,
             logs: str | os.PathLike = "logs", run_folder: str | os.PathLike = ".", replace: bool = False,
             add: bool = False, figures: dict | None = None, scale: str = "", note: str = "") -> Path:
@@ -169,12 +193,8 @@ def collect(results: str | os.PathLike, out: str | os.PathLike, *, command: str,
         raise FileNotFoundError(f"{tables}: no {', '.join(missing)}; finish the run (snakemake all) before adding it")
     run_table1 = pd.read_csv(tables / "table1.csv")
     networks = report.ordered_networks(set(run_table1["network"]))
-    staging = out.with_name(out.name + ".partial")
-    if staging.exists():
-        shutil.rmtree(staging)
-    try:
+    with _staged(out, from_out=add) as staging:
         if add:
-            shutil.copytree(out, staging)
             for net in networks:
                 for folder in (staging / "files" / net, staging / net):
                     if folder.exists():
@@ -210,16 +230,6 @@ def collect(results: str | os.PathLike, out: str | os.PathLike, *, command: str,
         for net in networks:
             write_text(staging / net / "RUN.md", _run_page(net, provenance, times))
         write_text(staging / "README.md", _readme(staging, table1))
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    if out.exists():
-        previous = out.with_name(out.name + ".previous")
-        out.rename(previous)
-        staging.rename(out)
-        shutil.rmtree(previous)
-    else:
-        staging.rename(out)
     return out / "README.md"
 
 
@@ -244,11 +254,11 @@ def add_rows(results: str | os.PathLike, out: str | os.PathLike, *, command: str
     run_table1 = pd.read_csv(tables / "table1.csv")
     networks = report.ordered_networks(set(run_table1["network"]))
     for net in networks:
-        ours = run_table1[(run_table1["network"] == net) & (run_table1["row"] == "pruned")]
-        theirs = old_table1[(old_table1["network"] == net) & (old_table1["row"] == "pruned")]
-        if theirs.empty or ours.empty or not (
-                math.isclose(float(ours["accuracy"].iloc[0]), float(theirs["accuracy"].iloc[0]))
-                and math.isclose(float(ours["ratio"].iloc[0]), float(theirs["ratio"].iloc[0]))):
+        run_pruned = run_table1[(run_table1["network"] == net) & (run_table1["row"] == "pruned")]
+        folder_pruned = old_table1[(old_table1["network"] == net) & (old_table1["row"] == "pruned")]
+        if run_pruned.empty or folder_pruned.empty or not all(
+                math.isclose(float(run_pruned[column].iloc[0]), float(folder_pruned[column].iloc[0]))
+                for column in ("accuracy", "ratio")):
             raise ValueError(f"{net}: the run's pruned model is not the reference folder's (accuracy and ratio differ "
                              "or one is missing); add rows only from a run that started from the folder's pruned model "
                              "(config key <network>.prune.pretrained: files/<network>/pruned.nqz)")
@@ -257,11 +267,7 @@ def add_rows(results: str | os.PathLike, out: str | os.PathLike, *, command: str
                        & run_table1["path"].astype(str).str.len().gt(0)]
     if added.empty:
         raise ValueError(f"{tables / 'table1.csv'} has no quantized rows to add")
-    staging = out.with_name(out.name + ".partial")
-    if staging.exists():
-        shutil.rmtree(staging)
-    try:
-        shutil.copytree(out, staging)
+    with _staged(out, from_out=True) as staging:
         added = _row_files(added, results, staging)
         keys = set(zip(added["network"], added["row"]))
         kept = old_table1[[key not in keys for key in zip(old_table1["network"], old_table1["row"])]]
@@ -281,17 +287,9 @@ def add_rows(results: str | os.PathLike, out: str | os.PathLike, *, command: str
         for net in networks:
             labels = ", ".join(dict.fromkeys(added.loc[added["network"] == net, "label"]))
             page = staging / net / "RUN.md"
-            write_text(page, page.read_text() + "\n" + _run_page(net, provenance, times).replace(
-                f"# The run behind the {report.network_label(net)} results",
-                f"# The run behind the rows added later: {labels}", 1).replace("\n## ", "\n### "))
+            write_text(page, page.read_text() + "\n" + _run_page(
+                net, provenance, times, title=f"The run behind the rows added later: {labels}", level=2))
         write_text(staging / "README.md", _readme(staging, table1))
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    previous = out.with_name(out.name + ".previous")
-    out.rename(previous)
-    staging.rename(out)
-    shutil.rmtree(previous)
     return out / "README.md"
 
 
@@ -372,12 +370,16 @@ def _provenance(*, command: str, commit: str, networks: list[str], wall: tuple[f
     return lines + ([f"- note: {note}"] if note else [])
 
 
-def _run_page(network: str, provenance: list[str], times: pd.DataFrame) -> str:
+def _run_page(network: str, provenance: list[str], times: pd.DataFrame, *, title: str | None = None,
+              level: int = 1) -> str:
+    """A run's page: ``title`` (default: the network's results) at heading ``level``, its provenance, and
+    the wall time of each stage and job."""
+    heading = "#" * level
     by_rule = times.groupby("rule", sort=False).agg(jobs=("job", "size"), seconds=("seconds", "sum"),
                                                      longest=("seconds", "max")).reset_index()
     lines = [
-        f"# The run behind the {report.network_label(network)} results", "", *provenance, "",
-        "## Wall time of each stage",
+        f"{heading} {title or f'The run behind the {report.network_label(network)} results'}", "", *provenance, "",
+        f"{heading}# Wall time of each stage",
         "",
         "Sums over the jobs of a rule (Snakemake's `benchmark:` files); jobs ran "
         "in parallel where `--cores` allowed, so the run took less than the total.",
@@ -387,7 +389,7 @@ def _run_page(network: str, provenance: list[str], times: pd.DataFrame) -> str:
     ]
     for _, r in by_rule.iterrows():
         lines.append(f"| {r['rule']} | {r['jobs']} | {r['seconds']:.0f} | {r['longest']:.0f} |")
-    lines += [f"| total | {len(times)} | {times['seconds'].sum():.0f} | |", "", "## Jobs", "",
+    lines += [f"| total | {len(times)} | {times['seconds'].sum():.0f} | |", "", f"{heading}# Jobs", "",
               "| rule | job | seconds | peak memory (MiB) |", "|---|---|---|---|"]
     for _, r in times.iterrows():
         lines.append(f"| {r['rule']} | {r['job']} | {r['seconds']:.0f} | {r['max_rss_mib']:.0f} |")

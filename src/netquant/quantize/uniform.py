@@ -24,12 +24,12 @@ def uniform_bins(w: np.ndarray, step: float, zero_center: bool) -> np.ndarray:
 
 
 def uniform_cells(w, h, step: float, *, zero_center: bool, weighted_mean: bool, zero_bin_to_zero: bool = False):
+    if zero_bin_to_zero and not zero_center:
+        raise ValueError("uniform-zero needs zero_center: true (0 the middle of a bin); "
+                         "set quantize.options.zero_center to true")
     bins, labels = np.unique(uniform_bins(w, step, zero_center), return_inverse=True)
     centers, labels = _bin_means(w, h, labels, weighted_mean)
     if zero_bin_to_zero:
-        if not zero_center:
-            raise ValueError("uniform-zero needs zero_center: true (0 the middle of a bin); "
-                             "set quantize.options.zero_center to true")
         centers = np.where(bins == 0, 0.0, centers)
     return centers, labels
 
