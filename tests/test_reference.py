@@ -50,7 +50,11 @@ def _finished_run(folder: Path, accuracies: dict[str, float], *, ratio_file: boo
         (bench / f"{net}-uniform.tsv").write_text("s\tmax_rss\n12.5\t300\n")
     snakemake_logs = folder / ".snakemake" / "log"
     snakemake_logs.mkdir(parents=True)
-    for start, elapsed in (("T1", "0:59:30.5"), ("T2", "1 day, 0:01:00.0")):  # a run resumed once
+    # stopped after 10 minutes (killed: no closing line), unlocked, resumed, resumed again to the end
+    (snakemake_logs / "T0.snakemake.log").write_text(
+        "Building DAG of jobs...\n[Sun Dec  6 02:55:23 2026]\nrule sweep:\n[Sun Dec  6 03:05:23 2026]\nFinished\n")
+    (snakemake_logs / "T0u.snakemake.log").write_text("Unlocked working directory.\n")
+    for start, elapsed in (("T1", "0:49:30.5"), ("T2", "1 day, 0:01:00.0")):
         (snakemake_logs / f"{start}.snakemake.log").write_text(f"...\n39 of 39 steps done\nElapsed time: {elapsed}\n")
     return folder
 
@@ -66,7 +70,8 @@ def test_a_run_is_kept_with_its_files_and_its_run_page(tmp_path):
     for net in ("lenet5", "resnet32"):
         page = (tmp_path / f"ref/{net}/RUN.md").read_text()
         assert "snakemake --cores 2" in page and "| sweep | 2 | 25 | 12 |" in page
-        assert "- wall time: 1500.5 min, summed over 2 Snakemake invocations" in page
+        assert ("- wall time: 1500.5 min, summed over 3 Snakemake invocations (Snakemake's logs; 1 stopped before "
+                "the end, each counted to its last logged event)") in page
         assert "- note: resumed once" in page
     assert "lenet5/RUN.md" in folder_readme.read_text() and "machine:" in folder_readme.read_text()
     with pytest.raises(FileExistsError, match="--add"):

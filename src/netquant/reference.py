@@ -12,6 +12,7 @@ computed only some curves of a network from the same pruned model are added with
 
 from __future__ import annotations
 
+import datetime
 import math
 import os
 import platform
@@ -81,17 +82,28 @@ def stage_times(logs: Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["rule", "job", "seconds", "max_rss_mib"])
 
 
-def snakemake_wall_time(run_folder: Path) -> tuple[float, int]:
+def snakemake_wall_time(run_folder: Path) -> tuple[float, int, int]:
     """Wall seconds of the run, summed over the Snakemake invocations that made it (their logs in
-    ``.snakemake/log``, resumed runs included), and how many there were."""
-    seconds, invocations = 0.0, 0
+    ``.snakemake/log``, resumed runs included), how many there were, and how many of them were stopped
+    before the end: a log without Snakemake's closing "Elapsed time" counts from its first to its last
+    timestamp (the job running when it stopped is not counted past that). Logs without any timestamp
+    (``--unlock``, dry runs) are not invocations that ran jobs."""
+    seconds, invocations, stopped = 0.0, 0, 0
     for log in sorted((run_folder / ".snakemake" / "log").glob("*.snakemake.log")):
-        found = re.search(r"Elapsed time: (?:(\d+) days?, )?(\d+):(\d+):([\d.]+)", log.read_text())
+        text = log.read_text()
+        found = re.search(r"Elapsed time: (?:(\d+) days?, )?(\d+):(\d+):([\d.]+)", text)
         if found:
             days, hours, minutes, secs = found.groups()
             seconds += int(days or 0) * 86400 + int(hours) * 3600 + int(minutes) * 60 + float(secs)
             invocations += 1
-    return seconds, invocations
+            continue
+        stamps = [datetime.datetime.strptime(stamp, "%a %b %d %H:%M:%S %Y")
+                  for stamp in re.findall(r"^\[(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4})\]$", text, re.M)]
+        if stamps:
+            seconds += (max(stamps) - min(stamps)).total_seconds()
+            invocations += 1
+            stopped += 1
+    return seconds, invocations, stopped
 
 
 def _row_files(table1: pd.DataFrame, results: Path, out: Path) -> pd.DataFrame:
@@ -360,13 +372,16 @@ def _draw_figures(folder: Path, points: pd.DataFrame, models: pd.DataFrame, figu
         report.plot_figure2(points, fig2, **out("fig2"))
 
 
-def _provenance(*, command: str, commit: str, networks: list[str], wall: tuple[float, int], note: str) -> list[str]:
-    seconds, invocations = wall
+def _provenance(*, command: str, commit: str, networks: list[str], wall: tuple[float, int, int],
+                note: str) -> list[str]:
+    seconds, invocations, stopped = wall
     lines = [f"- networks: {', '.join(report.network_label(n) for n in networks)}", f"- commit: `{commit}`",
              f"- command: `{command}`", f"- machine: {machine_description()}"]
     if invocations:
         lines.append(f"- wall time: {seconds / 60:.1f} min, summed over {invocations} Snakemake invocation"
-                     f"{'s' if invocations > 1 else ''} (Snakemake's logs)")
+                     f"{'s' if invocations > 1 else ''} (Snakemake's logs"
+                     + (f"; {stopped} stopped before the end, each counted to its last logged event" if stopped else "")
+                     + ")")
     return lines + ([f"- note: {note}"] if note else [])
 
 
