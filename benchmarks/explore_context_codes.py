@@ -734,7 +734,7 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=CHUNK, help="input channels per batch in plane order")
     parser.add_argument("--speed", action="store_true", help="real coder and decode timings (--speed-files)")
     parser.add_argument("--speed-files", nargs="+", default=["lenet5/uniform-paper.nqz", "lenet5/kmeans-pruned.nqz",
-                                                             "resnet32/hwkmeans-pruned-sweep.nqz"])
+                                                             "resnet32/hwkmeans-pruned.nqz"])
     parser.add_argument("--out", help="write every number as JSON here")
     args = parser.parse_args()
     GROUP, CHUNK = args.group, args.chunk
