@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 import netquant
 from netquant import container, models
 from netquant.container import ContainerError
+from netquant.container.books import RAW, decode_values, encode_values
 from helpers import REPO, optimal_huffman_cost
 from netquant.qmodel import PRUNED, QuantizedModel, QuantizedTensor, from_pruned
 
@@ -332,9 +333,9 @@ def test_foreign_and_future_files(tmp_path, small_file):
     with pytest.raises(ContainerError, match="truncated at byte 0"):
         container.decode(b"")
     future = bytearray(small_file)
-    future[8:10] = struct.pack("<H", 4)
+    future[8:10] = struct.pack("<H", 5)
     future[12:16] = struct.pack("<I", zlib.crc32(bytes(future[:12])))
-    with pytest.raises(ContainerError, match="unsupported format version 4"):
+    with pytest.raises(ContainerError, match="unsupported format version 5"):
         container.decode(bytes(future))
     with pytest.raises(ContainerError, match="3 unexpected bytes after the last section"):
         container.decode(small_file + b"abc")
@@ -344,7 +345,9 @@ def test_foreign_and_future_files(tmp_path, small_file):
 
 
 def _as_version_1(data: bytes) -> bytes:
-    """The same file as format version 1 wrote it: no network description at the end of META."""
+    """The same file as format version 1 wrote it: no network description at the end of META, the shared
+    values as float32."""
+    books = b"".join(b.astype("<f4").tobytes() for b in container.decode(data).codebooks)
     head = bytearray(data[:16])
     head[8:10] = struct.pack("<H", 1)
     head[12:16] = struct.pack("<I", zlib.crc32(bytes(head[:12])))
@@ -356,6 +359,8 @@ def _as_version_1(data: bytes) -> bytes:
             meta = zlib.decompress(payload)
             assert meta.endswith(b"\x02{}")
             payload = zlib.compress(meta[:-3], 9)
+        if tag == b"BOOK":
+            payload = books
         framed = struct.pack("<4sI", tag, len(payload)) + payload
         out += framed + struct.pack("<I", zlib.crc32(framed))
         pos += 8 + length + 4
@@ -496,3 +501,48 @@ def test_codec_ids_never_change_so_old_files_stay_readable():
                                                                   "ans-layer": 4, "plane-context": 5}
     assert {c.name: c.id for c in INDEX_CODE_TABLE.values()} == {"deep-compression": 0, "mask-ans": 1,
                                                                   "mask-context": 2, "plane-context": 3}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 2**32 - 1), max_size=300), st.booleans())
+def test_shared_values_round_trip_bit_for_bit(patterns, ordered):
+    values = np.array(patterns, np.uint32).view(np.float32)
+    if ordered:
+        values = np.sort(values[np.isfinite(values)])
+    data = encode_values(values) + b"tail"
+    decoded, end = decode_values(data, 0, len(values))
+    assert end == len(data) - 4
+    assert decoded.view(np.uint32).tolist() == values.view(np.uint32).tolist()
+    assert len(data) - 4 <= 1 + 4 * len(values)  # never more than one byte over the float32 values
+
+
+def test_ordered_codebooks_take_fewer_bits_than_float32():
+    book = np.sort(np.random.default_rng(0).normal(0, 0.1, 128)).astype(np.float32)
+    assert len(encode_values(book)) < 0.75 * 4 * len(book)
+
+
+def test_defective_shared_values_are_refused():
+    book = np.sort(np.random.default_rng(0).normal(0, 0.1, 16)).astype(np.float32)
+    data = encode_values(book)
+    with pytest.raises(ContainerError, match="runs past|not a valid code"):
+        decode_values(data[:-3], 0, 16)
+    with pytest.raises(ContainerError, match="order 40"):
+        decode_values(bytes([40]) + data[1:], 0, 16)
+    with pytest.raises(ContainerError, match="ends at byte"):
+        decode_values(data, len(data), 1)
+    with pytest.raises(ContainerError, match="float32 values"):
+        decode_values(bytes([RAW]) + bytes(7), 0, 2)
+    assert decode_values(bytes([0, 0x80]), 0, 1)[0].tolist() == [0.0]  # order 0, code "1": 0.0, 7 zero bits
+    with pytest.raises(ContainerError, match="not padded with zero bits"):
+        decode_values(bytes([0, 0x81]), 0, 1)
+
+
+def test_version_3_files_with_float32_shared_values_still_read(small_file):
+    model = container.decode(small_file)
+    old = _reframe(small_file, "BOOK", b"".join(b.astype("<f4").tobytes() for b in model.codebooks))
+    old = bytearray(old)
+    old[8:10] = struct.pack("<H", 3)
+    old[12:16] = struct.pack("<I", zlib.crc32(bytes(old[:12])))
+    again = container.decode(bytes(old))
+    assert [b.tolist() for b in again.codebooks] == [b.tolist() for b in model.codebooks]
+    assert all(np.array_equal(again.tensors[n].labels, model.tensors[n].labels) for n in model.tensors)

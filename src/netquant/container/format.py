@@ -26,7 +26,8 @@ File layout (all integers little-endian; varint = unsigned LEB128):
 
     header (16 bytes)
       0   8  magic  89 4E 51 5A 0D 0A 1A 0A  ("\\x89NQZ\\r\\n\\x1a\\n")
-      8   2  u16 format version (3; version 2 has no constant entries, version 1 no network description)
+      8   2  u16 format version (4; version 3 stores BOOK as float32 values, version 2 has no constant
+             entries, version 1 no network description)
       10  2  u16 number of sections (7)
       12  4  u32 CRC32 of bytes 0..11
     7 sections, in this order, each framed as
@@ -50,7 +51,10 @@ File layout (all integers little-endian; varint = unsigned LEB128):
             index stream: varint symbols, varint bits, u32 CRC32 of the decoded masks (np.packbits of
               the masks of the sparse tensors, concatenated),
             varint length, UTF-8 JSON object describing the network (version 2; may be "{}")
-    BOOK  codebooks, float32, concatenated (empty with the raw code)
+    BOOK  codebooks, concatenated (empty with the raw code): per codebook a byte k, then each value's
+          exp-Golomb code of order k (the zigzag difference of its ordered 32-bit pattern from the
+          previous value's), padded with zero bits to a whole byte (``netquant.container.books``);
+          version 3 and below: the float32 values as they are
     LTAB  per label stream: huffman: k bytes (code length + 1; 0 = symbol absent);
           ans: k varints (symbol counts, the model); ans-layer: k varints (the stream's counts), then per
           tensor of the stream in order a byte 0 (the stream's counts) or 1 and its own k varints;
@@ -81,6 +85,7 @@ import numpy as np
 
 from netquant import coding
 from netquant.container.binary import ContainerError, SectionReader, crc, varints
+from netquant.container.books import decode_values, encode_values
 from netquant.container.codes import (
     INDEX_CODE_TABLE,
     LABEL_CODE_TABLE,
@@ -92,8 +97,8 @@ from netquant.qmodel import PRUNED, QuantizedModel, QuantizedTensor
 from netquant.vocabulary import INDEX_CODES, LABEL_CODES
 
 MAGIC = b"\x89NQZ\r\n\x1a\n"
-VERSION = 3  # 3 adds constant entries, 2 the network description; versions 1 and 2 are still read
-READABLE_VERSIONS = (1, 2, 3)
+VERSION = 4  # 4 codes the shared values, 3 adds constant entries, 2 the network description; 1-3 are still read
+READABLE_VERSIONS = (1, 2, 3, 4)
 SECTIONS = ("META", "BOOK", "LTAB", "LBIT", "ITAB", "IBIT", "PASS")
 DEFAULT_INDEX_BOUND = 32  # 2^5, Deep Compression's bound for fc layers; see save()
 META_LIMIT = 4 << 20  # bytes of META once inflated: about 50,000 tensors' entries; a zlib bomb stops here
@@ -284,7 +289,7 @@ class Encoding:
         network = json.dumps(qmodel.network, sort_keys=True, separators=(",", ":")).encode("utf-8")
         meta += varints([len(network)]) + network
 
-        books = b"".join(b.astype("<f4").tobytes() for b in qmodel.codebooks) if stores_codebook else b""
+        books = b"".join(encode_values(b) for b in qmodel.codebooks) if stores_codebook else b""
         passthrough = b"".join(_passthrough_bytes(_little_endian(qmodel.passthrough[n]))
                                for n in qmodel.order if n in qmodel.passthrough)
         payloads = [zlib.compress(bytes(meta), 9), books, b"".join(s[0] for s in labels),
@@ -476,14 +481,23 @@ def _decode_positions(p: Parsed) -> dict[str, np.ndarray]:
 
 def _decode_codebooks(p: Parsed) -> list[np.ndarray]:
     data = p.sections["BOOK"]
-    if len(data) != 4 * sum(p.codebook_sizes):
-        raise ContainerError(f"section BOOK has {len(data)} bytes, META announces "
-                             f"{sum(p.codebook_sizes)} float32 values")
-    values = np.frombuffer(data, "<f4").astype(np.float32)
-    if not np.isfinite(values).all():
+    if p.version >= 4:
+        books, pos = [], 0
+        for size in p.codebook_sizes:
+            book, pos = decode_values(data, pos, size)
+            books.append(book)
+        if pos != len(data):
+            raise ContainerError(f"section BOOK has {len(data)} bytes, its {len(books)} codebooks end at byte {pos}")
+    else:
+        if len(data) != 4 * sum(p.codebook_sizes):
+            raise ContainerError(f"section BOOK has {len(data)} bytes, META announces "
+                                 f"{sum(p.codebook_sizes)} float32 values")
+        values = np.frombuffer(data, "<f4").astype(np.float32)
+        bounds = np.cumsum([0, *p.codebook_sizes])
+        books = [values[bounds[i] : bounds[i + 1]].copy() for i in range(len(p.codebook_sizes))]
+    if not all(np.isfinite(book).all() for book in books):
         raise ContainerError("section BOOK: a shared value is NaN or infinite; a file holds finite numbers only")
-    bounds = np.cumsum([0, *p.codebook_sizes])
-    return [values[bounds[i] : bounds[i + 1]].copy() for i in range(len(p.codebook_sizes))]
+    return books
 
 
 def _decode_labels(p: Parsed, codebooks: list[np.ndarray], masks: dict[str, np.ndarray]) -> list[LabelStream]:
