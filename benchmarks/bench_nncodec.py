@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import csv
 import importlib.metadata
+import json
 import platform
 import time
 from pathlib import Path
@@ -309,7 +310,10 @@ def main() -> None:
     reference_dir = (REPO / args.reference).resolve()
     out = Path(args.out) if args.out else reference_dir / "benchmarks" / f"nncodec_{args.network}.json"
 
-    result = {"network": args.network, **machine_info(args.threads)}
+    # a part not run now keeps its earlier result (its own machine and version fields go with it)
+    earlier = json.loads(out.read_text()) if out.exists() else {}
+    kept = [part for part in ("pipeline", "lossless") if part in earlier and args.part not in (part, "both")]
+    result = {"network": args.network, **machine_info(args.threads), **{part: earlier[part] for part in kept}}
     for part, run in (("pipeline", run_pipeline), ("lossless", run_lossless)):
         if args.part in (part, "both"):
             start = time.perf_counter()
