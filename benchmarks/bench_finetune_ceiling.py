@@ -91,6 +91,8 @@ def main() -> None:
     ap.add_argument("--json", required=True)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()  # the code this run imported
     cfg = yaml.safe_load((REPO / "config/config.yaml").read_text())
     base = config.finetune_of(cfg, args.arch, "pruned")
     batch_size = base.pop("batch_size")
@@ -128,15 +130,14 @@ def main() -> None:
                              "accuracy": steps.test_metrics(network, source, "cpu")["accuracy"],
                              "ratio": metrics["ratio_file"]})
                 print(json.dumps(rows[-1]), flush=True)
-    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps({
         "model": args.model, "pruned_accuracy": pruned_accuracy, "importance": args.importance,
         "finetune": {**base, "batch_size": batch_size}, "include": include, "coding": coding,
         "commit": commit, "machine": platform.platform(), "torch": torch.__version__, "threads": args.threads,
         "command": "python benchmarks/bench_finetune_ceiling.py " + " ".join(
-            f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in vars(args).items()),
+            f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+            for k, v in vars(args).items()),
         "rows": rows}, indent=2) + "\n")
 
 
