@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 import netquant
 from netquant import container, models
 from netquant.container import ContainerError
-from netquant.container.books import RAW, decode_values, encode_values
+from netquant.container.books import RAW, decode_books, encode_values
 from helpers import REPO, optimal_huffman_cost
 from netquant.qmodel import PRUNED, QuantizedModel, QuantizedTensor, from_pruned
 
@@ -509,11 +509,12 @@ def test_shared_values_round_trip_bit_for_bit(patterns, ordered):
     values = np.array(patterns, np.uint32).view(np.float32)
     if ordered:
         values = np.sort(values[np.isfinite(values)])
-    data = encode_values(values) + b"tail"
-    decoded, end = decode_values(data, 0, len(values))
-    assert end == len(data) - 4
+    data = encode_values(values)
+    (decoded,) = decode_books(data, [len(values)])
     assert decoded.view(np.uint32).tolist() == values.view(np.uint32).tolist()
-    assert len(data) - 4 <= 1 + 4 * len(values)  # never more than one byte over the float32 values
+    assert len(data) <= 1 + 4 * len(values)  # never more than one byte over the float32 values
+    first, second = decode_books(data + data, [len(values)] * 2)
+    assert first.tobytes() == second.tobytes() == values.tobytes()
 
 
 def test_ordered_codebooks_take_fewer_bits_than_float32():
@@ -525,16 +526,18 @@ def test_defective_shared_values_are_refused():
     book = np.sort(np.random.default_rng(0).normal(0, 0.1, 16)).astype(np.float32)
     data = encode_values(book)
     with pytest.raises(ContainerError, match="runs past|not a valid code"):
-        decode_values(data[:-3], 0, 16)
+        decode_books(data[:-3], [16])
     with pytest.raises(ContainerError, match="order 40"):
-        decode_values(bytes([40]) + data[1:], 0, 16)
+        decode_books(bytes([40]) + data[1:], [16])
     with pytest.raises(ContainerError, match="ends at byte"):
-        decode_values(data, len(data), 1)
+        decode_books(data, [16, 1])
+    with pytest.raises(ContainerError, match="codebooks end at byte"):
+        decode_books(data + b"\0", [16])
     with pytest.raises(ContainerError, match="float32 values"):
-        decode_values(bytes([RAW]) + bytes(7), 0, 2)
-    assert decode_values(bytes([0, 0x80]), 0, 1)[0].tolist() == [0.0]  # order 0, code "1": 0.0, 7 zero bits
+        decode_books(bytes([RAW]) + bytes(7), [2])
+    assert decode_books(bytes([0, 0x80]), [1])[0].tolist() == [0.0]  # order 0, code "1": 0.0, 7 zero bits
     with pytest.raises(ContainerError, match="not padded with zero bits"):
-        decode_values(bytes([0, 0x81]), 0, 1)
+        decode_books(bytes([0, 0x81]), [1])
 
 
 def test_version_3_files_with_float32_shared_values_still_read(small_file):

@@ -54,9 +54,22 @@ def encode_values(values: np.ndarray) -> bytes:
     return bytes([k]) + int(bits, 2).to_bytes(len(bits) // 8, "big")
 
 
-def decode_values(data: bytes, pos: int, count: int) -> tuple[np.ndarray, int]:
-    """``count`` values of the codebook that starts at byte ``pos`` of the BOOK section ``data``, and the
-    byte after it. Raises ContainerError on any defect."""
+def decode_books(data: bytes, sizes: list[int]) -> list[np.ndarray]:
+    """The codebooks of sizes ``sizes`` held by the BOOK section ``data``, which they must fill exactly.
+    Raises ContainerError on any defect."""
+    bits = format(int.from_bytes(data, "big"), "b").zfill(8 * len(data)) if data else ""
+    books, pos = [], 0
+    for size in sizes:
+        book, pos = _decode_book(data, bits, pos, size)
+        books.append(book)
+    if pos != len(data):
+        raise ContainerError(f"section BOOK has {len(data)} bytes, its {len(books)} codebooks end at byte {pos}")
+    return books
+
+
+def _decode_book(data: bytes, bits: str, pos: int, count: int) -> tuple[np.ndarray, int]:
+    """``count`` values of the codebook that starts at byte ``pos`` (``bits``: the section as a string of
+    bits, made once), and the byte after it."""
     if count == 0:
         return np.zeros(0, np.float32), pos
     if pos >= len(data):
@@ -69,9 +82,7 @@ def decode_values(data: bytes, pos: int, count: int) -> tuple[np.ndarray, int]:
         return np.frombuffer(data, "<f4", count, pos + 1).astype(np.float32), pos + 1 + 4 * count
     if k > MAX_ORDER:
         raise ContainerError(f"section BOOK: exp-Golomb order {k} at byte {pos} (at most {MAX_ORDER})")
-    rest = data[pos + 1:]
-    bits = format(int.from_bytes(rest, "big"), "b").zfill(8 * len(rest)) if rest else ""
-    at, previous, ordered = 0, 0, []
+    at, previous, ordered = 8 * (pos + 1), 0, []
     for i in range(count):
         one = bits.find("1", at)
         zeros = one - at
@@ -91,4 +102,4 @@ def decode_values(data: bytes, pos: int, count: int) -> tuple[np.ndarray, int]:
     used = (at + 7) // 8
     if "1" in bits[at:8 * used]:
         raise ContainerError(f"section BOOK: the codebook at byte {pos} is not padded with zero bits")
-    return _patterns(ordered), pos + 1 + used
+    return _patterns(ordered), used

@@ -85,7 +85,7 @@ import numpy as np
 
 from netquant import coding
 from netquant.container.binary import ContainerError, SectionReader, crc, varints
-from netquant.container.books import decode_values, encode_values
+from netquant.container.books import decode_books, encode_values
 from netquant.container.codes import (
     INDEX_CODE_TABLE,
     LABEL_CODE_TABLE,
@@ -482,12 +482,7 @@ def _decode_positions(p: Parsed) -> dict[str, np.ndarray]:
 def _decode_codebooks(p: Parsed) -> list[np.ndarray]:
     data = p.sections["BOOK"]
     if p.version >= 4:
-        books, pos = [], 0
-        for size in p.codebook_sizes:
-            book, pos = decode_values(data, pos, size)
-            books.append(book)
-        if pos != len(data):
-            raise ContainerError(f"section BOOK has {len(data)} bytes, its {len(books)} codebooks end at byte {pos}")
+        books = decode_books(data, p.codebook_sizes)
     else:
         if len(data) != 4 * sum(p.codebook_sizes):
             raise ContainerError(f"section BOOK has {len(data)} bytes, META announces "
