@@ -113,7 +113,7 @@ def nncodec_block(folder: Path, network: str) -> str:
         share = "-" if theirs is None or ours is None else f"{ours['ratio'] / theirs['ratio']:.3f}"
         lines.append(f"| {c['floor']:.2f}% | {theirs_text} | {ours_text} | {share} |")
     lines += ["", "| Table 1 file | netquant: codebook + label + position bits, its codes | the same, plane-context "
-              "codes | NNCodec, same symbols | best netquant / NNCodec |", "|---|---|---|---|---|"]
+              "codes, format version 4 | NNCodec, same symbols | best netquant / NNCodec |", "|---|---|---|---|---|"]
     for f in result["lossless"]["files"]:
         best = f.get("best_bits")  # results of an earlier benchmark have no plane-context size
         share = min(f["ours_bits"], best or f["ours_bits"]) / f["nncodec_bits"]
