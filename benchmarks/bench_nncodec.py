@@ -215,7 +215,8 @@ def lossless_file(path: Path, repeat: int, nonweight_qp: int) -> dict:
     encoded_sections, file_sections = container.parse(encoded).sections, container.parse(data).sections
     same_values = all(np.array_equal(a.view(np.uint32), b.view(np.uint32))
                       for a, b in zip(container.decode(encoded).codebooks, qmodel.codebooks))
-    if not same_values or any(encoded_sections[t] != file_sections[t] for t in container.SECTIONS if t != "BOOK"):
+    compared = [t for t in container.SECTIONS if t != "BOOK" or container.parse(data).version >= 4]
+    if not same_values or any(encoded_sections[t] != file_sections[t] for t in compared):
         raise RuntimeError(f"{path}: encoding with {m['label_code']} / {m['index_code']} does not give the file")
     ours_decode_s, _ = best_of(repeat, lambda: container.decode(data))
     nnc_encode_s, stream = best_of(repeat, lambda: nncodec_encode(symbols, 0, nonweight_qp))  # no tensor at qp
@@ -315,8 +316,10 @@ def main() -> None:
     reference_dir = (REPO / args.reference).resolve()
     out = Path(args.out) if args.out else reference_dir / "benchmarks" / f"nncodec_{args.network}.json"
 
-    # a part not run now keeps its earlier result (its own machine and version fields go with it)
+    # a part not run now keeps its earlier result (the machine and version fields are this run's)
     earlier = json.loads(out.read_text()) if out.exists() else {}
+    if earlier and earlier.get("network") != args.network:
+        raise SystemExit(f"{out} holds results of {earlier.get('network')}, not {args.network}: give another --out")
     kept = [part for part in ("pipeline", "lossless") if part in earlier and args.part not in (part, "both")]
     result = {"network": args.network, **machine_info(args.threads), **{part: earlier[part] for part in kept}}
     for part, run in (("pipeline", run_pipeline), ("lossless", run_lossless)):

@@ -517,6 +517,15 @@ def test_shared_values_round_trip_bit_for_bit(patterns, ordered):
     assert first.tobytes() == second.tobytes() == values.tobytes()
 
 
+def test_a_long_jump_in_a_coded_codebook_round_trips():
+    near_one = (np.float32(1.0).view(np.uint32) + np.arange(200, dtype=np.uint32)).view(np.float32)
+    for jump in (-np.finfo(np.float32).max, np.float32(-0.0), np.finfo(np.float32).tiny):
+        values = np.append(near_one, np.float32(jump)).astype(np.float32)
+        data = encode_values(values)
+        assert data[0] != RAW
+        assert decode_books(data, [len(values)])[0].tobytes() == values.tobytes()
+
+
 def test_ordered_codebooks_take_fewer_bits_than_float32():
     book = np.sort(np.random.default_rng(0).normal(0, 0.1, 128)).astype(np.float32)
     assert len(encode_values(book)) < 0.75 * 4 * len(book)
@@ -535,6 +544,14 @@ def test_defective_shared_values_are_refused():
         decode_books(data + b"\0", [16])
     with pytest.raises(ContainerError, match="float32 values"):
         decode_books(bytes([RAW]) + bytes(7), [2])
+    with pytest.raises(ContainerError, match="bytes for 9 shared values"):
+        decode_books(bytes(1), [9])
+    with pytest.raises(ContainerError, match="not coded as netquant codes it"):
+        decode_books(bytes([1, 0xAA]), [4])  # four zeros at order 1: the encoder writes order 0
+    beyond = "0" * 32 + format(2**32 + 1, "b")  # order 0, zigzag 2^32: the pattern 2^31, one past the last
+    beyond += "0" * (-len(beyond) % 8)
+    with pytest.raises(ContainerError, match="not a 32-bit pattern"):
+        decode_books(bytes([0]) + int(beyond, 2).to_bytes(len(beyond) // 8, "big"), [1])
     assert decode_books(bytes([0, 0x80]), [1])[0].tolist() == [0.0]  # order 0, code "1": 0.0, 7 zero bits
     with pytest.raises(ContainerError, match="not padded with zero bits"):
         decode_books(bytes([0, 0x81]), [1])

@@ -57,6 +57,8 @@ def encode_values(values: np.ndarray) -> bytes:
 def decode_books(data: bytes, sizes: list[int]) -> list[np.ndarray]:
     """The codebooks of sizes ``sizes`` held by the BOOK section ``data``, which they must fill exactly.
     Raises ContainerError on any defect."""
+    if sum(sizes) > 8 * len(data):  # a coded value takes at least one bit
+        raise ContainerError(f"section BOOK has {len(data)} bytes for {sum(sizes):,} shared values")
     bits = format(int.from_bytes(data, "big"), "b").zfill(8 * len(data)) if data else ""
     books, pos = [], 0
     for size in sizes:
@@ -69,7 +71,16 @@ def decode_books(data: bytes, sizes: list[int]) -> list[np.ndarray]:
 
 def _decode_book(data: bytes, bits: str, pos: int, count: int) -> tuple[np.ndarray, int]:
     """``count`` values of the codebook that starts at byte ``pos`` (``bits``: the section as a string of
-    bits, made once), and the byte after it."""
+    bits, made once), and the byte after it. Only the encoder's own bytes are accepted (its order, float32
+    only where coding is no shorter), so that a file's bytes follow from the network it holds."""
+    book, end = _read_book(data, bits, pos, count)
+    if encode_values(book) != data[pos:end]:
+        raise ContainerError(f"section BOOK: the codebook at byte {pos} is not coded as netquant codes it "
+                             "(another order, or float32 where the code is shorter)")
+    return book, end
+
+
+def _read_book(data: bytes, bits: str, pos: int, count: int) -> tuple[np.ndarray, int]:
     if count == 0:
         return np.zeros(0, np.float32), pos
     if pos >= len(data):
