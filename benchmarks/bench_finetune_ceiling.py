@@ -26,7 +26,6 @@ import argparse
 import copy
 import json
 import platform
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -39,6 +38,8 @@ from netquant import config, steps
 from netquant.finetune import finetune_codebooks
 from netquant.measure import write_files
 from netquant.quantize.network import quantize_network
+
+import provenance
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = ("config", "lr-0.002", "lr-0.0005", "crop-flip", "distill-T2", "distill-T4", "distill+ce-T2", "layer")
@@ -91,8 +92,7 @@ def main() -> None:
     ap.add_argument("--json", required=True)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()  # the code this run imported
+    commit = provenance.commit()
     cfg = yaml.safe_load((REPO / "config/config.yaml").read_text())
     base = config.finetune_of(cfg, args.arch, "pruned")
     batch_size = base.pop("batch_size")
@@ -135,9 +135,7 @@ def main() -> None:
         "model": args.model, "pruned_accuracy": pruned_accuracy, "importance": args.importance,
         "finetune": {**base, "batch_size": batch_size}, "include": include, "coding": coding,
         "commit": commit, "machine": platform.platform(), "torch": torch.__version__, "threads": args.threads,
-        "command": "python benchmarks/bench_finetune_ceiling.py " + " ".join(
-            f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-            for k, v in vars(args).items()),
+        "command": provenance.command_line("bench_finetune_ceiling.py", args),
         "rows": rows}, indent=2) + "\n")
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -32,6 +31,7 @@ import torch
 import yaml
 
 from netquant import batchnorm, compress, config, importance, steps
+import provenance
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -114,6 +114,7 @@ def main() -> None:
     ap.add_argument("--json", required=True)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    commit = provenance.commit()
     cfg = yaml.safe_load((REPO / "config/config.yaml").read_text())
     args.params = args.params or cfg["quantize"]["params"]
     data_source = steps.source_for({"dataset": args.dataset, "prepared": args.data})
@@ -134,7 +135,6 @@ def main() -> None:
                 for train_unquantized in modes:
                     rows += run(args, method, bits, train_unquantized, model, masks,
                                 h if method != "kmeans" else None, data_source, cfg, Path(tmp))
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
     result = {"model": args.model, "model_accuracy": ckpt.meta.get("accuracy"), "arch": args.arch,
               "importance": f"ggn-mc, {args.importance_samples} samples ({importance_seconds:.0f} s)",
               "finetune": config.finetune_of(cfg, args.arch, "pruned"), "bn_batches": args.bn_batches, "threads": args.threads,

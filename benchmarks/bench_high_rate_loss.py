@@ -17,7 +17,6 @@ import argparse
 import copy
 import json
 import platform
-import subprocess
 import tempfile
 from pathlib import Path
 
@@ -27,7 +26,8 @@ from netquant import compress, steps
 from netquant.measure import write_files
 from netquant.quantize.network import network_rate_grid, quantize_network, quantized_and_masks
 
-REPO = Path(__file__).resolve().parents[1]
+import provenance
+
 
 
 def main() -> None:
@@ -41,6 +41,7 @@ def main() -> None:
     ap.add_argument("--json", required=True)
     args = ap.parse_args()
     torch.set_num_threads(1)
+    commit = provenance.commit()
     source = compress.test_source({"dataset": "cifar10" if args.arch == "resnet32" else "mnist"}, prepared=args.data)
     model, _ = steps.load_network(args.arch, args.model, source)
     hessian = torch.load(args.importance)
@@ -65,13 +66,10 @@ def main() -> None:
                          "unquantized": unquantized, "accuracy": steps.test_metrics(network, source, "cpu")["accuracy"],
                          "ratio": metrics["ratio_file"]})
             print(rows[-1], flush=True)
-    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
     Path(args.json).write_text(json.dumps({
         "model": args.model, "importance": args.importance, "include": args.include, "finetuning": "none",
         "commit": commit, "machine": platform.platform(), "torch": torch.__version__, "threads": 1,
-        "command": "python benchmarks/bench_high_rate_loss.py " + " ".join(
-            f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in vars(args).items()),
+        "command": provenance.command_line("bench_high_rate_loss.py", args),
         "rows": rows}, indent=2) + "\n")
 
 

@@ -212,11 +212,11 @@ def lossless_file(path: Path, repeat: int, nonweight_qp: int) -> dict:
         m["label_code"], m["index_code"]))
     # the same sections but BOOK (before format version 4 a file stores its shared values as float32) and the
     # same shared values
-    encoded_sections, file_sections = container.parse(encoded).sections, container.parse(data).sections
+    encoded_file, the_file = container.parse(encoded), container.parse(data)
     same_values = all(np.array_equal(a.view(np.uint32), b.view(np.uint32))
                       for a, b in zip(container.decode(encoded).codebooks, qmodel.codebooks))
-    compared = [t for t in container.SECTIONS if t != "BOOK" or container.parse(data).version >= 4]
-    if not same_values or any(encoded_sections[t] != file_sections[t] for t in compared):
+    compared = [t for t in container.SECTIONS if t != "BOOK" or the_file.version >= 4]
+    if not same_values or any(encoded_file.sections[t] != the_file.sections[t] for t in compared):
         raise RuntimeError(f"{path}: encoding with {m['label_code']} / {m['index_code']} does not give the file")
     ours_decode_s, _ = best_of(repeat, lambda: container.decode(data))
     nnc_encode_s, stream = best_of(repeat, lambda: nncodec_encode(symbols, 0, nonweight_qp))  # no tensor at qp

@@ -44,12 +44,12 @@ def encode_values(values: np.ndarray) -> bytes:
     o = _ordered(values)
     d = np.diff(o, prepend=0)
     z = np.where(d >= 0, 2 * d, -2 * d - 1)
-    costs = [int(np.sum(2 * _bit_lengths(z + (1 << k)) - 1 - k)) for k in range(MAX_ORDER + 1)]
+    lengths = [_bit_lengths(z + (1 << k)) for k in range(MAX_ORDER + 1)]
+    costs = [int(np.sum(2 * n - 1 - k)) for k, n in enumerate(lengths)]
     k = int(np.argmin(costs))
     if (costs[k] + 7) // 8 >= 4 * len(values):
         return bytes([RAW]) + np.asarray(values, "<f4").tobytes()
-    bits = "".join("0" * (n - 1 - k) + format(int(x), "b")
-                   for x, n in zip(z + (1 << k), _bit_lengths(z + (1 << k))))
+    bits = "".join("0" * (n - 1 - k) + format(int(x), "b") for x, n in zip(z + (1 << k), lengths[k]))
     bits += "0" * (-len(bits) % 8)
     return bytes([k]) + int(bits, 2).to_bytes(len(bits) // 8, "big")
 
