@@ -16,7 +16,7 @@ def commit() -> str:
 
 
 def command_line(script: str, args: argparse.Namespace) -> str:
-    """The command that reruns ``script`` with ``args`` (every option written out)."""
+    """The command that reruns ``script`` with ``args`` (every option that has a value written out)."""
     return f"python benchmarks/{script} " + " ".join(
         f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-        for k, v in vars(args).items())
+        for k, v in vars(args).items() if v is not None)
