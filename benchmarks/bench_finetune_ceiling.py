@@ -32,16 +32,15 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-import yaml
 
-from netquant import config, steps
+from netquant import steps
 from netquant.finetune import finetune_codebooks
 from netquant.measure import write_files
 from netquant.quantize.network import quantize_network
 
 import provenance
+import pruned_case
 
-REPO = Path(__file__).resolve().parents[1]
 RECIPES = ("config", "lr-0.002", "lr-0.0005", "crop-flip", "distill-T2", "distill-T4", "distill+ce-T2", "layer")
 
 
@@ -80,11 +79,7 @@ def distillation_loss(temperature: float, ce_weight: float):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--arch", default="resnet32")
-    ap.add_argument("--model", required=True, help="a pruned checkpoint (results/<arch>/pruned/model.pt)")
-    ap.add_argument("--importance", required=True, help="its Hessian (results/<arch>/pruned/importance/*.pt)")
-    ap.add_argument("--data", required=True, help="the prepared data (resources/data/<dataset>.pt)")
-    ap.add_argument("--dataset", default="cifar10")
+    pruned_case.add_arguments(ap)
     ap.add_argument("--step-sizes", type=float, nargs="+", default=[0.0173])
     ap.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=RECIPES)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
@@ -93,14 +88,10 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     commit = provenance.commit()
-    cfg = yaml.safe_load((REPO / "config/config.yaml").read_text())
-    base = config.finetune_of(cfg, args.arch, "pruned")
-    batch_size = base.pop("batch_size")
-    source = steps.source_for({"dataset": args.dataset, "prepared": args.data})
-    model, ckpt = steps.load_network(args.arch, args.model, source)
-    hessian = torch.load(args.importance)
+    case = pruned_case.load(args)
+    cfg, base, batch_size, source = case.cfg, case.finetune, case.batch_size, case.source
+    model, hessian, include = case.model, case.hessian, case.include
     teacher = copy.deepcopy(model).eval()
-    include = cfg[args.arch].get("quantize_params") or cfg["quantize"]["params"]
     coding = cfg["coding"]
     pruned_accuracy = steps.test_metrics(model, source, "cpu")["accuracy"]
     print(json.dumps({"pruned model": pruned_accuracy}), flush=True)
@@ -111,7 +102,7 @@ def main() -> None:
         for step, recipe in cases:
             settings, scope, augment, temperature, ce_weight = recipe_settings(recipe, base)
             qmodel = quantize_network(model, hessian, method="uniform", rate={"step": step}, scope=scope,
-                                      include=include, masks=ckpt.masks, options=cfg["quantize"]["options"])
+                                      include=include, masks=case.masks, options=cfg["quantize"]["options"])
             for seed in args.seeds if step > 1e-5 else args.seeds[:1]:
                 generator = torch.Generator().manual_seed(seed)
 

@@ -36,9 +36,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
 
-from netquant import config, steps, train
+from netquant import steps, train
 from netquant.finetune import finetune_codebooks
 from netquant.measure import write_files
 from netquant.qmodel import PRUNED, QuantizedModel, QuantizedTensor
@@ -46,8 +45,8 @@ from netquant.quantize import rate_is_integer, rate_parameter
 from netquant.quantize.network import quantize_network
 
 import provenance
+import pruned_case
 
-REPO = Path(__file__).resolve().parents[1]
 KINDS = ("qat", "qat-kd", "continue")
 TEMPERATURE = 4.0
 CONTEXT = {"context": {"label_code": "plane-context", "index_code": "plane-context"}}
@@ -132,11 +131,7 @@ def retrain(model, nearest: Nearest | None, masks: dict[str, torch.Tensor], sour
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--arch", default="resnet32")
-    ap.add_argument("--model", required=True, help="a pruned checkpoint (results/<arch>/pruned/model.pt)")
-    ap.add_argument("--importance", required=True, help="its Hessian (results/<arch>/pruned/importance/*.pt)")
-    ap.add_argument("--data", required=True, help="the prepared data (resources/data/<dataset>.pt)")
-    ap.add_argument("--dataset", default="cifar10")
+    pruned_case.add_arguments(ap)
     ap.add_argument("--method", default="uniform")
     ap.add_argument("--rate", type=float, required=True, help="the method's rate parameter (k, step or lam)")
     ap.add_argument("--cases", nargs="+", default=["qat:3:0.002"],
@@ -151,18 +146,14 @@ def main() -> None:
         ap.error(f"--cases: {error} (each case is kind:epochs:lr)")
     torch.set_num_threads(args.threads)
     commit = provenance.commit()
-    cfg = yaml.safe_load((REPO / "config/config.yaml").read_text())
-    finetune = config.finetune_of(cfg, args.arch, "pruned")
-    batch_size = finetune.pop("batch_size")
-    source = steps.source_for({"dataset": args.dataset, "prepared": args.data})
-    pruned, ckpt = steps.load_network(args.arch, args.model, source)
-    hessian = torch.load(args.importance)
-    include = cfg[args.arch].get("quantize_params") or cfg["quantize"]["params"]
+    case = pruned_case.load(args)
+    cfg, finetune, batch_size, source = case.cfg, case.finetune, case.batch_size, case.source
+    pruned, hessian, include = case.model, case.hessian, case.include
     rate_name = rate_parameter(args.method)
     rate = {rate_name: int(args.rate) if rate_is_integer(args.method) else args.rate}
     quantized = quantize_network(pruned, hessian, method=args.method, rate=rate, include=include,
-                                 masks=ckpt.masks, options=cfg["quantize"]["options"])
-    nearest = Nearest(quantized, ckpt.masks)
+                                 masks=case.masks, options=cfg["quantize"]["options"])
+    nearest = Nearest(quantized, case.masks)
 
     def measure(qmodel: QuantizedModel, stem: str) -> dict:
         decoded, metrics, others = write_files(stem, qmodel, cfg["coding"], CONTEXT)
@@ -185,7 +176,7 @@ def main() -> None:
                 row["full_precision_accuracy"] = steps.test_metrics(network, source, "cpu")["accuracy"]
             params = dict(network.named_parameters())
             retrained = quantize_network(network, hessian, method=args.method, rate=rate, include=include,
-                                         masks=ckpt.masks, options=cfg["quantize"]["options"])
+                                         masks=case.masks, options=cfg["quantize"]["options"])
             projected = QuantizedModel(  # the retrained network's passthrough (BatchNorm folded), nearest labels
                 codebooks=[np.asarray(book) for book in quantized.codebooks],
                 tensors={name: QuantizedTensor(t.shape, t.codebook, nearest.labels(name, params[name]))
