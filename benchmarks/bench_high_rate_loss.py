@@ -29,7 +29,6 @@ from netquant.quantize.network import network_rate_grid, quantize_network, quant
 import provenance
 
 
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--arch", default="resnet32")

@@ -38,13 +38,12 @@ def correct(path: str, data_root: str | None, prepared: str | None, source=None)
 
 
 def paired(reference: torch.Tensor, other: torch.Tensor) -> dict:
-    n = len(reference)
+    n, accuracy = len(reference), other.double().mean().item()
     change = other.double() - reference.double()
-    return {"accuracy": round(100 * other.double().mean().item(), 2), "gained": int((change > 0).sum()),
+    return {"accuracy": round(100 * accuracy, 2), "gained": int((change > 0).sum()),
             "lost": int((change < 0).sum()), "difference": round(100 * change.mean().item(), 2),
             "paired_standard_error": round(100 * change.std(correction=0).item() / math.sqrt(n), 3),
-            "unpaired_standard_error": round(100 * math.sqrt(other.double().mean().item()
-                                                             * (1 - other.double().mean().item()) / n), 3)}
+            "unpaired_standard_error": round(100 * math.sqrt(accuracy * (1 - accuracy) / n), 3)}
 
 
 def main() -> None:

@@ -42,7 +42,7 @@ from netquant.finetune import finetune_codebooks
 from netquant.measure import write_files
 from netquant.qmodel import PRUNED, QuantizedModel, QuantizedTensor
 from netquant.quantize import rate_is_integer, rate_parameter
-from netquant.quantize.network import quantize_network
+from netquant.quantize.network import quantize_network, values_to_quantize
 
 import provenance
 import pruned_case
@@ -87,13 +87,25 @@ class Nearest:
         return labels
 
 
+def nearest_model(quantized: QuantizedModel, network: torch.nn.Module, nearest: Nearest) -> QuantizedModel:
+    """``network`` as a quantized model of ``quantized``'s shared values: each quantized weight its nearest
+    one, every other entry (BatchNorm folded) as it is."""
+    state, _ = values_to_quantize(network, None)
+    return QuantizedModel(
+        codebooks=[np.asarray(book) for book in quantized.codebooks],
+        tensors={name: QuantizedTensor(t.shape, t.codebook, nearest.labels(name, state[name]))
+                 for name, t in quantized.tensors.items()},
+        passthrough={name: state[name].numpy().copy() for name in quantized.passthrough},
+        order=list(quantized.order), param_names=list(quantized.param_names), network=dict(quantized.network))
+
+
 def retrain(model, nearest: Nearest | None, masks: dict[str, torch.Tensor], source, *, epochs: float, lr: float,
             distill: bool, seed: int):
     """``model`` retrained in place, its pruned weights kept at 0 (see the module docstring); returns the
     seconds it took."""
-    params = dict(model.named_parameters())
-    teacher = copy.deepcopy(model).eval()
+    teacher = copy.deepcopy(model).eval() if distill else None
     channels_last = train.use_channels_last(model)
+    params = dict(model.named_parameters())
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
     total, step, epoch = int(epochs * source.samples_per_epoch / 128), 0, 0
     start = time.perf_counter()
@@ -174,15 +186,7 @@ def main() -> None:
             row = {"case": f"{kind}:{epochs:g}:{lr:g}", "retrain_seconds": round(seconds, 1)}
             if kind == "continue":
                 row["full_precision_accuracy"] = steps.test_metrics(network, source, "cpu")["accuracy"]
-            params = dict(network.named_parameters())
-            retrained = quantize_network(network, hessian, method=args.method, rate=rate, include=include,
-                                         masks=case.masks, options=cfg["quantize"]["options"])
-            projected = QuantizedModel(  # the retrained network's passthrough (BatchNorm folded), nearest labels
-                codebooks=[np.asarray(book) for book in quantized.codebooks],
-                tensors={name: QuantizedTensor(t.shape, t.codebook, nearest.labels(name, params[name]))
-                         for name, t in quantized.tensors.items()},
-                passthrough=retrained.passthrough, order=list(retrained.order),
-                param_names=list(retrained.param_names), network=dict(retrained.network))
+            projected = nearest_model(quantized, network, nearest)
             row["projected"] = measure(projected, f"{folder}/projected")
             generator = torch.Generator().manual_seed(args.seed)
             tuned, _ = finetune_codebooks(copy.deepcopy(pruned), projected,
